@@ -1,0 +1,1 @@
+"""Discovery: a leased key-value store with prefix watches (mem | file | etcd)."""

@@ -1,0 +1,1 @@
+"""Event plane: topic publish/subscribe (zmq | nats)."""

@@ -1,0 +1,1 @@
+"""``stator serve``: a whole local deployment (frontend + router + workers) from one command."""

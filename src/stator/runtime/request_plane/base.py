@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 
 
 class RequestContext:
@@ -88,10 +88,11 @@ class RequestPlaneClient(ABC):
         *,
         request_id: str,
         timeout_s: float | None = None,
-    ) -> AsyncIterator[bytes]:
+    ) -> AsyncGenerator[bytes, None]:
         """Send ``payload`` and yield response chunks until the handler finishes.
 
-        ``timeout_s`` bounds the wait for each chunk (``None``: no limit).
+        ``timeout_s`` bounds the wait for each chunk (``None``: no limit). The result is an async
+        generator so callers can ``aclose()`` it (which cancels the remote handler).
         """
 
     @abstractmethod

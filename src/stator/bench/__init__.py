@@ -1,0 +1,1 @@
+"""Benchmarks: ``stator bench runtime|frontend|indexer|replay``."""

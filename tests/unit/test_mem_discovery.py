@@ -163,12 +163,15 @@ async def test_primary_lease_before_start_is_an_error() -> None:
 
 
 async def test_keep_alive_holds_keys_past_the_ttl() -> None:
+    tasks_before = asyncio.all_tasks()
     disc = await started(MemStore(), ttl_s=0.2)
     await disc.put("k", b"v")
     await asyncio.sleep(0.7)
     assert await disc.get("k") == b"v"
     await disc.close()
     assert await disc.get("k") is None
+    await asyncio.sleep(0.01)  # the store's expiry timer ends once no lease is left
+    assert not [t for t in asyncio.all_tasks() - tasks_before if not t.done()]
 
 
 async def test_crashed_process_keys_vanish_within_ttl_without_any_access() -> None:

@@ -135,6 +135,8 @@ class MemStore:
         state = self._leases.pop(lease_id, None)
         if state is None:
             return
+        if not self._leases and self._wakeup is not None:
+            self._wakeup.set()  # the expiry timer ends once no lease is left
         for key in sorted(state.keys):
             self._remove(key)
 

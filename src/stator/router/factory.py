@@ -54,7 +54,9 @@ def make_router_core(
         raise ConfigError("--kv-cache-block-size", f"a block size >= 1 is required, got {size}")
     rng = random.Random(rng_seed)
     if config.router_mode == "kv":
-        raise ConfigError("--router-mode", "kv mode is not available yet")
+        from stator.router.kv_core import KvRouterCore
+
+        return KvRouterCore(size, config=config, rng=rng, sequence_ttl_s=sequence_ttl_s)
     return _SIMPLE[config.router_mode](size, rng=rng, sequence_ttl_s=sequence_ttl_s)
 
 

@@ -16,7 +16,7 @@ Times are seconds on the caller's clock (wall or virtual). No I/O.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 
 DEFAULT_SEQUENCE_TTL_S = 300.0  # Dynamo sequence.rs EXPIRY_DURATION
@@ -95,13 +95,15 @@ class ActiveSequences:
         load = self._workers.get(worker_id)
         return load.num_requests if load else 0
 
-    def new_blocks(self, worker_id: int, block_hashes: Iterable[int]) -> int:
-        """How many of ``block_hashes`` are not already booked on ``worker_id``."""
+    def new_blocks(self, worker_id: int, block_hashes: Collection[int]) -> int:
+        """How many of the distinct ``block_hashes`` are not already booked on ``worker_id``.
+
+        Pass a ``set`` for speed (one C-level intersection).
+        """
         load = self._workers.get(worker_id)
-        if load is None:
-            return sum(1 for _ in block_hashes)
-        refs = load.block_refs
-        return sum(1 for h in block_hashes if h not in refs)
+        if load is None or not load.block_refs:
+            return len(block_hashes)
+        return len(block_hashes) - len(load.block_refs.keys() & block_hashes)
 
     def prefill_tokens_for(self, isl: int, overlap_blocks: int) -> int:
         """Tokens to prefill: ``max(0, isl - overlap_blocks * block_size)``."""

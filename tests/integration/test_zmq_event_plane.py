@@ -233,6 +233,9 @@ async def test_close_is_clean(procs: Callable[[], Process]) -> None:
 
     await sub_proc.plane.close()
     await asyncio.wait_for(collector.task, DEADLINE_S)  # the iterator ended, no error
+    await sub_proc.plane.close()  # idempotent
+    with pytest.raises(RuntimeError, match="closed"):
+        await sub_proc.plane.subscriber(NS, COMP, TOPIC)
     await pub_proc.discovery.close()
     await sub_proc.discovery.close()
     await asyncio.sleep(0.05)

@@ -200,6 +200,7 @@ class ZmqEventPlane(EventPlane):
         self._discovery = discovery
         self._host = advertise_host
         self._hwm = hwm_messages
+        self._closed = False
         self._ctx = zmq.asyncio.Context()
         self._publishers: dict[str, ZmqEventPublisher] = {}
         self._subscribers: set[ZmqEventSubscriber] = set()
@@ -211,6 +212,7 @@ class ZmqEventPlane(EventPlane):
 
         Raises:
             ValueError: this plane already has a publisher for the same topic and instance id.
+            RuntimeError: the plane is closed.
             ConfigError: ``advertise_host`` cannot be bound (names ``--advertise-host``).
         """
         key = keys.event_channel_key(namespace, component, topic, instance_id)
@@ -244,7 +246,10 @@ class ZmqEventPlane(EventPlane):
         return sub
 
     async def close(self) -> None:
-        """Close every publisher and subscriber of this plane, then the ZMQ context."""
+        """Close every publisher and subscriber of this plane, then the ZMQ context (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
         for pub in list(self._publishers.values()):
             await pub.close()
         for sub in list(self._subscribers):
@@ -252,6 +257,8 @@ class ZmqEventPlane(EventPlane):
         self._ctx.destroy(linger=0)
 
     def _socket(self, kind: int, hwm_option: int) -> zmq.asyncio.Socket:
+        if self._closed:
+            raise RuntimeError("the zmq event plane is closed")
         sock = self._ctx.socket(kind)
         sock.setsockopt(hwm_option, self._hwm)
         sock.setsockopt(zmq.LINGER, 0)

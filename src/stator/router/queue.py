@@ -1,7 +1,7 @@
 """Admission in front of the workers: busy detection, rejection, and a priority queue. No I/O.
 
 Busy (Dynamo's request-rejection semantics): a worker is busy when its active decode blocks
-exceed ``active_decode_blocks_threshold`` × its total KV blocks (a fraction in [0, 1]; skipped
+exceed ``active_decode_blocks_threshold`` times its total KV blocks (a fraction in [0, 1]; skipped
 while its total is unknown), or when its active prefill tokens exceed
 ``active_prefill_tokens_threshold`` (a token count). Unset thresholds are off. When every worker
 is busy a new request waits in the queue if there is room (``max_size``), else it is rejected:
@@ -46,9 +46,9 @@ class BusyThresholds:
     def is_busy(self, load: WorkerLoad) -> bool:
         """True when ``load`` exceeds either threshold (strictly)."""
         frac = self.active_decode_blocks_threshold
-        if frac is not None and load.total_kv_blocks:
-            if load.active_decode_blocks > frac * load.total_kv_blocks:
-                return True
+        total = load.total_kv_blocks
+        if frac is not None and total and load.active_decode_blocks > frac * total:
+            return True
         tokens = self.active_prefill_tokens_threshold
         return tokens is not None and load.active_prefill_tokens > tokens
 

@@ -139,6 +139,19 @@ async def test_client_aclose_cancels_the_handler(
     await _until(lambda: server.num_inflight == 0)
 
 
+async def test_breaking_out_of_the_loop_cancels_the_handler(
+    server: TcpRequestPlaneServer, client: TcpRequestPlaneClient
+) -> None:
+    """A consumer that just stops iterating (no ``aclose``) still cancels the handler once the
+    generator is finalized."""
+    probe = Probe(delay_s=0.01)
+    path = register(server, probe)
+    async for _ in client.stream(server.transport_address, path, b"", request_id="r"):
+        break
+    await asyncio.wait_for(probe.finished.wait(), 2.0)
+    assert probe.saw_cancel
+
+
 async def test_cancelling_the_consumer_task_cancels_the_handler(
     server: TcpRequestPlaneServer, client: TcpRequestPlaneClient
 ) -> None:
@@ -330,6 +343,37 @@ async def test_slow_consumer_suspends_producer_without_blocking_other_streams(
             await anext(slow)
         assert probe.num_produced >= 3 * window
         await slow.aclose()
+    finally:
+        await cli.close()
+
+
+async def test_unread_socket_suspends_producer_even_with_a_large_window(
+    server: TcpRequestPlaneServer,
+) -> None:
+    """Credit counts chunks; big chunks are bounded by the transport's write buffer too: when the
+    client stops reading its socket, the handler stops after the kernel buffers fill."""
+    cli = TcpRequestPlaneClient(window=10_000)
+    big = b"x" * (1 << 20)
+    num_chunks = 200
+    produced = 0
+
+    async def big_chunks(payload: bytes, ctx: RequestContext) -> AsyncIterator[bytes]:
+        nonlocal produced
+        for _ in range(num_chunks):
+            produced += 1
+            yield big
+
+    path = register(server, big_chunks)
+    try:
+        stream = cli.stream(server.transport_address, path, b"", request_id="r")
+        await anext(stream)
+        (conn,) = cli._connections.values()
+        assert conn._transport is not None
+        conn._transport.pause_reading()
+        await asyncio.sleep(0.3)
+        assert produced < num_chunks // 2  # kernel buffers hold a few MiB, not 200
+        conn._transport.resume_reading()
+        assert len(await collect(stream)) == num_chunks - 1
     finally:
         await cli.close()
 

@@ -149,6 +149,8 @@ class _ServerConnection(FramedProtocol):
                     await self._wait_credit(stream)
                 stream.credit -= 1
                 self.send(Data(sid, chunk))
+                if self.write_paused:
+                    await self.wait_writable()
             self._reply(stream, End(sid))
         except asyncio.CancelledError:
             if stream.notify_client:

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 
 from stator.errors import (
+    ContextLengthError,
     InstanceLostError,
     NoInstanceError,
     RemoteHandlerError,
@@ -223,6 +224,21 @@ async def test_handler_error_raises_remote_handler_error(
             got.append(chunk)
     assert got == [b"before"]
     assert info.value.remote_type == "KeyError"
+    assert info.value.status_code == 500
+
+
+async def test_handler_stator_error_keeps_its_status_code(
+    server: TcpRequestPlaneServer, client: TcpRequestPlaneClient
+) -> None:
+    async def too_long(payload: bytes, ctx: RequestContext) -> AsyncIterator[bytes]:
+        raise ContextLengthError("prompt of 9000 tokens exceeds 8192")
+        yield b""
+
+    path = register(server, too_long)
+    with pytest.raises(RemoteHandlerError, match="exceeds 8192") as info:
+        await collect(client.stream(server.transport_address, path, b"", request_id="r"))
+    assert info.value.remote_type == "ContextLengthError"
+    assert info.value.status_code == 400
 
 
 async def test_handler_yielding_non_bytes_is_a_remote_error(

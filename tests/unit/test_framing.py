@@ -27,7 +27,7 @@ ALL_KINDS: list[Frame] = [
     Data(1, b"chunk"),
     Data(2**40, b""),
     End(1),
-    Error(3, "handler", "boom", "ValueError"),
+    Error(3, "handler", "boom", "ValueError", 400),
     Cancel(4, "cancelled by client"),
     Credit(5, 128),
 ]

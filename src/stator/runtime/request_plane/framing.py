@@ -78,13 +78,15 @@ class End(msgspec.Struct, array_like=True, tag=3):
 
 
 class Error(msgspec.Struct, array_like=True, tag=4):
-    """Stream ``stream_id`` failed. ``code``: an ``ERR_*`` constant; ``remote_type``: the
-    handler's exception class name when ``code == ERR_HANDLER``."""
+    """Stream ``stream_id`` failed. ``code``: an ``ERR_*`` constant. For ``ERR_HANDLER``,
+    ``remote_type`` is the handler's exception class name and ``status_code`` the HTTP status
+    it maps to (a ``StatorError``'s own, else 500)."""
 
     stream_id: int
     code: str
     message: str
     remote_type: str = ""
+    status_code: int = 500
 
 
 class Cancel(msgspec.Struct, array_like=True, tag=5):

@@ -142,7 +142,9 @@ class _ClientConnection(FramedProtocol):
         if frame.code in (ERR_NO_ENDPOINT, ERR_STOPPING):
             return NoInstanceError(where)
         if frame.code == ERR_HANDLER:
-            return RemoteHandlerError(where, remote_type=frame.remote_type or "Exception")
+            return RemoteHandlerError(
+                where, remote_type=frame.remote_type or "Exception", status_code=frame.status_code
+            )
         return FrameError(f"{where} ({frame.code})")
 
     def connection_closed(self, exc: Exception | None) -> None:

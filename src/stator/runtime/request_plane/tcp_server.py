@@ -12,6 +12,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 
+from stator.errors import StatorError
 from stator.runtime.request_plane.base import RawHandler, RequestContext, RequestPlaneServer
 from stator.runtime.request_plane.connection import FramedProtocol
 from stator.runtime.request_plane.framing import (
@@ -156,8 +157,7 @@ class _ServerConnection(FramedProtocol):
             if stream.notify_client:
                 self._reply(stream, Cancel(sid, stream.cancel_reason or "cancelled by server"))
         except Exception as exc:
-            error = Error(sid, ERR_HANDLER, str(exc) or repr(exc), type(exc).__name__)
-            self._reply(stream, error)
+            self._reply(stream, _handler_error(sid, exc))
         finally:
             await _close_iterator(chunks)
 
@@ -174,6 +174,13 @@ class _ServerConnection(FramedProtocol):
                 await waiter
             finally:
                 stream.waiter = None
+
+
+def _handler_error(stream_id: int, exc: Exception) -> Error:
+    """The ``Error`` frame for a handler exception (keeps a ``StatorError``'s HTTP status)."""
+    status = exc.status_code if isinstance(exc, StatorError) else 500
+    message = str(exc) or repr(exc)
+    return Error(stream_id, ERR_HANDLER, message, type(exc).__name__, status)
 
 
 def _as_bytes(chunk: object) -> bytes:

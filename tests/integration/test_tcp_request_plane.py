@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 from collections.abc import AsyncIterator, Callable
 
 import pytest
 
+from stator.bench import runtime_bench
 from stator.errors import (
     ContextLengthError,
     InstanceLostError,
@@ -392,6 +394,16 @@ async def test_unread_socket_suspends_producer_even_with_a_large_window(
         assert len(await collect(stream)) == num_chunks - 1
     finally:
         await cli.close()
+
+
+def test_runtime_bench_prints_one_json_object(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["--json", "--num-requests", "20", "--warmup", "5", "--stream-chunks", "300"]
+    assert runtime_bench.main([*argv, "--stream-repeats", "1"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["rtt_p50_us"] > 0
+    assert result["rtt_p99_us"] >= result["rtt_p50_us"]
+    assert result["stream_chunks_per_s"] > 0
+    assert result["stream_chunks"] == 300
 
 
 async def _until(condition: Callable[[], bool], timeout_s: float = 2.0) -> None:

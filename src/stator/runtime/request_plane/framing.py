@@ -150,14 +150,13 @@ class FrameDecoder:
             self._pending += data
             if len(self._pending) < self._pending_need():
                 return []
-            buf = bytes(self._pending)
-            self._pending.clear()
-        else:
-            buf = data
-        frames: list[Frame] = []
-        end = self._parse(buf, frames)
-        if end < len(buf):
-            self._pending += buf[end:]
+            frames: list[Frame] = []
+            del self._pending[: self._parse(self._pending, frames)]
+            return frames
+        frames = []
+        end = self._parse(data, frames)
+        if end < len(data):
+            self._pending += data[end:]
         return frames
 
     def _pending_need(self) -> int:
@@ -172,16 +171,18 @@ class FrameDecoder:
         if length > self._max_frame_bytes:
             raise FrameError(f"frame of {length} bytes exceeds {self._max_frame_bytes}")
 
-    def _parse(self, buf: bytes, out: list[Frame]) -> int:
+    def _parse(self, buf: bytes | bytearray, out: list[Frame]) -> int:
         """Decode complete frames of ``buf`` into ``out``; return the offset of the rest."""
         offset = 0
         size = len(buf)
         unpack = LENGTH_PREFIX.unpack_from
         decode = self._decoder.decode
+        max_frame_bytes = self._max_frame_bytes
         with memoryview(buf) as view:
             while size - offset >= 4:
                 (length,) = unpack(buf, offset)
-                self._check_length(length)
+                if length > max_frame_bytes:
+                    self._check_length(length)
                 end = offset + 4 + length
                 if end > size:
                     break

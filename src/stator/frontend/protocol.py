@@ -71,21 +71,26 @@ class NvExt(Struct, kw_only=True):
     repetition_penalty: RepetitionPenalty | None = None
 
 
-class ContentPart(Struct, kw_only=True):
+class ContentPart(Struct, kw_only=True, omit_defaults=True):
     """One part of a multi-part message content; only ``type == "text"`` is served."""
 
     type: str
     text: str | None = None
 
 
-class ChatMessage(Struct, kw_only=True):
-    """A chat message. ``content`` is a string, a list of text parts, or null (tool calls)."""
+class ChatMessage(Struct, kw_only=True, omit_defaults=True):
+    """A chat message. ``content`` is a string, a list of text parts, or null (tool calls).
+
+    Unset optional fields stay out of ``msgspec.to_builtins`` so chat templates see them as
+    undefined, as with ``transformers``.
+    """
 
     role: str
     content: str | list[ContentPart] | None = None
     name: str | None = None
     tool_calls: list[dict[str, Any]] | None = None
     tool_call_id: str | None = None
+    reasoning_content: str | None = None
 
 
 class _SamplingFields(Struct, kw_only=True):
@@ -484,10 +489,3 @@ def stop_strings(request: _SamplingFields) -> list[str]:
     if request.stop is None:
         return []
     return [request.stop] if isinstance(request.stop, str) else list(request.stop)
-
-
-def message_text(message: ChatMessage) -> str | None:
-    """A message's content as one string (text parts concatenated), or ``None``."""
-    if message.content is None or isinstance(message.content, str):
-        return message.content
-    return "".join(part.text or "" for part in message.content)

@@ -184,41 +184,27 @@ class KvIndexer:
             self._remove(worker_id, block_hashes)
 
     def _apply_events(self, worker_id: int, batch: KvEventBatch) -> None:
+        group, bit = self._slot[worker_id]
+        owners = self._groups[group]
+        count = self._counts[worker_id]
         for event in batch.events:
             if isinstance(event, BlockStored):
-                self._store(worker_id, event.block_hashes)
+                count += _add_bit(owners, bit, event.block_hashes)
             elif isinstance(event, BlockRemoved):
-                self._remove(worker_id, event.block_hashes)
+                count -= _drop_bit(owners, bit, event.block_hashes)
             elif isinstance(event, AllBlocksCleared):
+                self._counts[worker_id] = count
                 self.clear_worker(worker_id)
+                count = 0
+        self._counts[worker_id] = count
 
     def _store(self, worker_id: int, block_hashes: Sequence[int]) -> None:
         group, bit = self._slot[worker_id]
-        owners = self._groups[group]
-        get = owners.get
-        added = 0
-        for h in block_hashes:
-            mask = get(h, 0)
-            if not mask & bit:
-                owners[h] = mask | bit
-                added += 1
-        self._counts[worker_id] += added
+        self._counts[worker_id] += _add_bit(self._groups[group], bit, block_hashes)
 
     def _remove(self, worker_id: int, block_hashes: Sequence[int]) -> None:
         group, bit = self._slot[worker_id]
-        owners = self._groups[group]
-        get = owners.get
-        removed = 0
-        for h in block_hashes:
-            mask = get(h, 0)
-            if mask & bit:
-                mask ^= bit
-                if mask:
-                    owners[h] = mask
-                else:
-                    del owners[h]
-                removed += 1
-        self._counts[worker_id] -= removed
+        self._counts[worker_id] -= _drop_bit(self._groups[group], bit, block_hashes)
 
     # -- queries -------------------------------------------------------------------------------
 
@@ -274,3 +260,31 @@ class KvIndexer:
             if worker is not None:
                 scores[worker] = depth
             bits ^= low
+
+
+def _add_bit(owners: dict[int, int], bit: int, block_hashes: Sequence[int]) -> int:
+    """Set ``bit`` on each hash (the hot loop of the indexer); returns how many were new."""
+    get = owners.get
+    added = 0
+    for h in block_hashes:
+        mask = get(h, 0)
+        if not mask & bit:
+            owners[h] = mask | bit
+            added += 1
+    return added
+
+
+def _drop_bit(owners: dict[int, int], bit: int, block_hashes: Sequence[int]) -> int:
+    """Clear ``bit`` on each hash that has it (deleting empty entries); returns how many."""
+    get = owners.get
+    removed = 0
+    for h in block_hashes:
+        mask = get(h, 0)
+        if mask & bit:
+            mask ^= bit
+            if mask:
+                owners[h] = mask
+            else:
+                del owners[h]
+            removed += 1
+    return removed

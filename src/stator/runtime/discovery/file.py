@@ -315,8 +315,8 @@ class FileDiscovery(Discovery):
             self._wake.clear()
             try:
                 self._poll_once()
-            except OSError as e:
-                log.warning("file discovery: poll of %s failed: %s", self._root, e)
+            except Exception:  # a watch must outlive one bad poll
+                log.exception("file discovery: poll of %s failed", self._root)
 
     def _poll_once(self) -> None:
         result = self._scanner.scan()

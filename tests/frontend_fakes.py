@@ -23,6 +23,9 @@ from stator.frontend.tokenizer import Tokenizer
 from stator.protocols.engine import LLMEngineOutput, PreprocessedRequest, TopLogprob
 from stator.protocols.model_card import ModelCard
 from stator.router.base import EngineRouter, RoutedStream
+from stator.runtime.endpoint import ServedEndpoint
+from stator.runtime.request_plane.base import RequestContext
+from stator.runtime.runtime import DistributedRuntime
 
 REPLY = "Hello from stator! héllo wörld 世界 🚀 done."
 
@@ -154,15 +157,36 @@ async def fake_deployment(
     model_dir: Path, name: str = "tiny", *, context_length: int = 2048
 ) -> FakeDeployment:
     """Serve ``model_dir``'s tokenizer as ``name`` with the scripted engine behind a fake router."""
-    card = ModelCard(
-        name=name,
-        tokenizer_path=str(model_dir),
-        kv_cache_block_size=16,
-        context_length=context_length,
-    )
+    card = tiny_card(model_dir, name, context_length=context_length)
     pipeline = ModelPipeline.from_card(card)
     engine = ScriptedEngine(pipeline.tokenizer)
     router = FakeRouter(engine)
     registry = ModelRegistry()
     await registry.add(ServedModel(name, card, pipeline, router))
     return FakeDeployment(registry, pipeline, engine, router)
+
+
+def tiny_card(model_dir: Path, name: str = "tiny", *, context_length: int = 2048) -> ModelCard:
+    """The model card a worker of the tiny model registers."""
+    return ModelCard(
+        name=name,
+        tokenizer_path=str(model_dir),
+        kv_cache_block_size=16,
+        context_length=context_length,
+    )
+
+
+async def serve_engine(
+    runtime: DistributedRuntime, address: str, engine: ScriptedEngine, card: ModelCard
+) -> ServedEndpoint:
+    """Serve ``engine`` at ``address`` through the runtime, registering ``card``."""
+
+    async def handler(
+        request: PreprocessedRequest, ctx: RequestContext
+    ) -> AsyncIterator[LLMEngineOutput]:
+        async for out in engine.generate(request):
+            yield out
+
+    return await runtime.endpoint(address).serve(
+        handler, request_type=PreprocessedRequest, model_card=card
+    )

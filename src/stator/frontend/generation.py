@@ -95,14 +95,21 @@ class RequestRun:
         return self.streams[0].worker_id if self.streams else None
 
     async def start(self) -> None:
-        """Route every choice's request. On failure, closes what started and re-raises
-        (``NoInstanceError``, ``ServiceUnavailableError``, ``NotFoundError`` from the router)."""
-        try:
-            for request in self.requests:
-                self.streams.append(await self.router.generate(request))
-        except BaseException:
+        """Route every choice's request (concurrently when ``n > 1``). On failure, closes what
+        started and re-raises (``NoInstanceError``, ``ServiceUnavailableError``,
+        ``NotFoundError`` from the router)."""
+        if len(self.requests) == 1:
+            self.streams.append(await self.router.generate(self.requests[0]))
+            return
+        results = await asyncio.gather(
+            *(self.router.generate(r) for r in self.requests), return_exceptions=True
+        )
+        self.streams = [r for r in results if isinstance(r, RoutedStream)]
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if errors:
             await self.close()
-            raise
+            self.streams = []
+            raise errors[0]
 
     async def deltas(self) -> AsyncIterator[ChoiceDelta]:
         """Every choice's deltas in arrival order, each choice ending with a finish reason.

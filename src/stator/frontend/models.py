@@ -1,7 +1,7 @@
 """The models a frontend serves: name → preprocessing pipeline + router.
 
 ``ModelRegistry`` is the lookup the HTTP handlers use (``get`` raises 404 for unknown names).
-Models are added and removed by ``stator.frontend.discovery.ModelWatcher`` as workers register
+Models are added and removed by ``stator.frontend.watcher.ModelWatcher`` as workers register
 and drop their model cards, or directly (tests, benchmarks).
 """
 

@@ -11,6 +11,7 @@ import pytest
 
 from stator.errors import (
     ConfigError,
+    InstanceLostError,
     InvalidRequestError,
     NoInstanceError,
     RemoteHandlerError,
@@ -154,6 +155,34 @@ async def test_removed_instance_leaves_the_selection(make_runtime: MakeRuntime) 
         assert chunk.instance_id == b.instance_id
     with pytest.raises(NoInstanceError):
         await collect(client.direct(Req("x", 1), a.instance_id, Resp))
+
+
+async def test_unreachable_instance_is_skipped_until_it_reregisters(
+    make_runtime: MakeRuntime,
+) -> None:
+    a, b, caller = await make_runtime(), await make_runtime(), await make_runtime()
+    await a.endpoint(ADDRESS).serve(echo_handler(a), request_type=Req)
+    await b.endpoint(ADDRESS).serve(echo_handler(b), request_type=Req)
+    client = await caller.endpoint(ADDRESS).client()
+    await wait_until(lambda: len(client.instance_ids()) == 2)
+    assert a._server is not None
+    await a._server.stop(drain_timeout_s=0)  # a is unreachable but still registered
+    failures = 0
+    for _ in range(4):
+        try:
+            [chunk] = await collect(client.generate(Req("x", 1), Resp))
+            assert chunk.instance_id == b.instance_id
+        except (NoInstanceError, InstanceLostError):
+            failures += 1
+    assert failures == 1  # one failed attempt, then a is skipped
+    assert client.instance_ids() == sorted([a.instance_id, b.instance_id])
+    assert client.instance_ids_avail() == [b.instance_id]
+    # registering a again (a new PUT of its key) makes it selectable again
+    key = keys.instance_key(client.address, a.instance_id)
+    record = await a.discovery.get(key)
+    assert record is not None
+    await a.discovery.put(key, record)
+    await wait_until(lambda: len(client.instance_ids_avail()) == 2)
 
 
 async def test_no_instance_errors(make_runtime: MakeRuntime) -> None:

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any, TypeVar, overload
@@ -13,6 +14,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 import msgspec
 
 from stator.errors import (
+    InstanceLostError,
     InvalidRequestError,
     NoInstanceError,
     RemoteHandlerError,
@@ -38,12 +40,25 @@ class Client:
     """Calls the instances of one endpoint; made by ``Endpoint.client()``.
 
     The instance list follows discovery (``v1/instances/{ns}/{comp}/{ep}/``): an instance that
-    is deregistered, shut down or dies (lease expiry) leaves the selection.
+    is deregistered, shut down or dies (lease expiry) leaves the selection. Two tiers, as in
+    Dynamo's client: ``instance_ids()`` is what discovery lists; ``instance_ids_avail()`` leaves
+    out instances reported down (a stream to them failed to connect or lost its connection)
+    until discovery re-registers them or ``down_ttl_s`` passes (default: the lease TTL, by which
+    time a dead instance has left discovery). Round-robin and random pick among available
+    instances (all listed ones if none is available); ``direct`` tries the given one regardless.
     """
 
-    def __init__(self, runtime: DistributedRuntime, address: EndpointAddress) -> None:
+    def __init__(
+        self,
+        runtime: DistributedRuntime,
+        address: EndpointAddress,
+        *,
+        down_ttl_s: float | None = None,
+    ) -> None:
         self.runtime = runtime
         self.address = address
+        self.down_ttl_s = runtime.config.lease_ttl_s if down_ttl_s is None else down_ttl_s
+        self._down_until: dict[int, float] = {}  # instance id → monotonic s
         self._instances: dict[int, InstanceInfo] = {}
         self._ids: list[int] = []  # sorted; the round-robin order
         self._rr_next = 0
@@ -72,6 +87,22 @@ class Client:
     def instance_ids(self) -> list[int]:
         """Ids of the live instances, sorted."""
         return list(self._ids)
+
+    def instance_ids_avail(self) -> list[int]:
+        """Ids of live instances not reported down, sorted."""
+        if not self._down_until:
+            return list(self._ids)
+        now = time.monotonic()
+        for instance_id, until in list(self._down_until.items()):
+            if until <= now:
+                del self._down_until[instance_id]
+        return [i for i in self._ids if i not in self._down_until]
+
+    def report_instance_down(self, instance_id: int) -> None:
+        """Leave ``instance_id`` out of round-robin/random picks for ``down_ttl_s`` seconds (or
+        until discovery registers it again)."""
+        if instance_id in self._instances:
+            self._down_until[instance_id] = time.monotonic() + self.down_ttl_s
 
     def instances(self) -> list[InstanceInfo]:
         """Records of the live instances, sorted by id."""
@@ -221,6 +252,9 @@ class Client:
                 yield response
         except RemoteHandlerError as e:
             raise with_remote_status(e) from None
+        except (NoInstanceError, InstanceLostError):
+            self.report_instance_down(info.instance_id)
+            raise
         finally:
             aclose = getattr(chunks, "aclose", None)
             if aclose is not None:
@@ -233,18 +267,18 @@ class Client:
         return info
 
     def _pick_round_robin(self) -> InstanceInfo:
-        ids = self._require_ids()
+        ids = self._selectable_ids()
         instance_id = ids[self._rr_next % len(ids)]
         self._rr_next = (self._rr_next + 1) % len(ids)
         return self._instances[instance_id]
 
     def _pick_random(self) -> InstanceInfo:
-        return self._instances[random.choice(self._require_ids())]
+        return self._instances[random.choice(self._selectable_ids())]
 
-    def _require_ids(self) -> list[int]:
+    def _selectable_ids(self) -> list[int]:
         if not self._ids:
             raise NoInstanceError(f"no live instance of {self.address}")
-        return self._ids
+        return self.instance_ids_avail() or self._ids
 
     async def _follow(self, watch: AsyncIterator[WatchEvent]) -> None:
         async for event in watch:
@@ -256,6 +290,7 @@ class Client:
         except ValueError:
             log.warning("ignoring discovery key %r: not an instance key", event.key)
             return
+        self._down_until.pop(instance_id, None)  # (re-)registered or gone: forget "down"
         if event.kind is WatchEventKind.DELETE:
             if self._deleted_while_syncing is not None:
                 self._deleted_while_syncing.add(event.key)

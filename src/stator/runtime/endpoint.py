@@ -95,7 +95,12 @@ class Endpoint:
             address=server.transport_address,
             metadata=dict(metadata or {}),
         )
-        served = ServedEndpoint(rt, info, await self._register(info, model_card))
+        try:
+            written = await self._register(info, model_card)
+        except BaseException:
+            server.unregister(self.address.path)
+            raise
+        served = ServedEndpoint(rt, info, written)
         rt._served.append(served)
         return served
 

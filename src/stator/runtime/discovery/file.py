@@ -280,12 +280,12 @@ class FileDiscovery(Discovery):
         while True:
             ttls = [lease.ttl_s for lease in self._leases.values()] or [self._ttl_s]
             await asyncio.sleep(min(ttls) / 3)
-            for lease in list(self._leases.values()):
-                self._heartbeat(lease)
             try:
+                for lease in list(self._leases.values()):
+                    self._heartbeat(lease)
                 self._scanner.sweep(self._scanner.scan())
-            except OSError as e:  # a broken directory must not kill the heartbeat
-                log.warning("file discovery: sweep of %s failed: %s", self._root, e)
+            except Exception:  # a broken directory must not end the heartbeats for good
+                log.exception("file discovery: heartbeat in %s failed", self._root)
 
     def _heartbeat(self, lease: FileLease) -> None:
         path = os.path.join(self._leases_dir, lease_file_name(lease.id))

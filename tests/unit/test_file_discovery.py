@@ -112,6 +112,17 @@ def test_atomic_write_leaves_no_temp_files(tmp_path: Path) -> None:
     assert len(os.listdir(tmp_path / KEYS_DIR)) == 1
 
 
+def test_sweep_tmp_removes_only_old_scratch_files(tmp_path: Path) -> None:
+    make_dirs(str(tmp_path))
+    old, new = tmp_path / TMP_DIR / "old", tmp_path / TMP_DIR / "new"
+    old.write_bytes(b"half-written")
+    new.write_bytes(b"being written")
+    then = time.time() - 120
+    os.utime(old, (then, then))
+    Scanner(str(tmp_path)).sweep_tmp(max_age_s=60)
+    assert os.listdir(tmp_path / TMP_DIR) == ["new"]
+
+
 def test_diff_live_emits_puts_for_new_and_rewritten_and_deletes_for_gone() -> None:
     def entry(key: str, ino: int, value: bytes) -> LiveEntry:
         return LiveEntry(FileIdent(ino, 0, len(value)), KeyRecord(key, 1, value))

@@ -178,16 +178,26 @@ class Client:
         return self._stream(request, response_type, pick, timeout_s, request_id)
 
     def round_robin(
-        self, request: Any, response_type: Any = None, *, timeout_s: float | None = None
+        self,
+        request: Any,
+        response_type: Any = None,
+        *,
+        timeout_s: float | None = None,
+        request_id: str | None = None,
     ) -> AsyncIterator[Any]:
-        """``generate`` to the next instance in id order."""
-        return self._stream(request, response_type, self._pick_round_robin, timeout_s, None)
+        """``generate`` to the next available instance in id order."""
+        return self._stream(request, response_type, self._pick_round_robin, timeout_s, request_id)
 
     def random(
-        self, request: Any, response_type: Any = None, *, timeout_s: float | None = None
+        self,
+        request: Any,
+        response_type: Any = None,
+        *,
+        timeout_s: float | None = None,
+        request_id: str | None = None,
     ) -> AsyncIterator[Any]:
-        """``generate`` to a uniformly random live instance."""
-        return self._stream(request, response_type, self._pick_random, timeout_s, None)
+        """``generate`` to a uniformly random available instance."""
+        return self._stream(request, response_type, self._pick_random, timeout_s, request_id)
 
     def direct(
         self,
@@ -196,10 +206,11 @@ class Client:
         response_type: Any = None,
         *,
         timeout_s: float | None = None,
+        request_id: str | None = None,
     ) -> AsyncIterator[Any]:
         """``generate`` to ``instance_id`` (``NoInstanceError`` if it is not live)."""
         return self._stream(
-            request, response_type, lambda: self._pick(instance_id), timeout_s, None
+            request, response_type, lambda: self._pick(instance_id), timeout_s, request_id
         )
 
     async def close(self) -> None:

@@ -284,6 +284,7 @@ class FileDiscovery(Discovery):
                 for lease in list(self._leases.values()):
                     self._heartbeat(lease)
                 self._scanner.sweep(self._scanner.scan())
+                self._scanner.sweep_tmp()
             except Exception:  # a broken directory must not end the heartbeats for good
                 log.exception("file discovery: heartbeat in %s failed", self._root)
 

@@ -19,6 +19,7 @@ from stator.runtime.discovery.base import DEFAULT_LEASE_TTL_S, WatchEvent, Watch
 from stator.runtime.discovery.file_layout import (
     KEYS_DIR,
     LEASES_DIR,
+    TMP_DIR,
     FileIdent,
     KeyRecord,
     LeaseRecord,
@@ -29,6 +30,9 @@ from stator.runtime.discovery.file_layout import (
     read_file,
     unlink_quiet,
 )
+
+TMP_MAX_AGE_S = 60.0
+"""Scratch files older than this (s) are leftovers of a writer that died mid-write."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +58,7 @@ class Scanner:
     def __init__(self, root: str) -> None:
         self._keys_dir = os.path.join(root, KEYS_DIR)
         self._leases_dir = os.path.join(root, LEASES_DIR)
+        self._tmp_dir = os.path.join(root, TMP_DIR)
         self._records: dict[str, tuple[FileIdent, KeyRecord]] = {}
         self._lease_ttls: dict[int, float] = {}
         self._key_decoder = msgspec.msgpack.Decoder(KeyRecord)
@@ -104,6 +109,13 @@ class Scanner:
             bound = record is not None and record.lease_id == lease_id
             if bound and not self.lease_is_live(lease_id):
                 unlink_quiet(path)
+
+    def sweep_tmp(self, max_age_s: float = TMP_MAX_AGE_S) -> None:
+        """Delete scratch files older than ``max_age_s`` (left by writers killed mid-write)."""
+        now = time.time()
+        for name, (_ident, mtime) in list_dir(self._tmp_dir).items():
+            if now - mtime > max_age_s:
+                unlink_quiet(os.path.join(self._tmp_dir, name))
 
     def _read_changed(
         self, key_files: dict[str, tuple[FileIdent, float]]

@@ -1,0 +1,95 @@
+"""``python -m stator.mocker`` / ``stator mocker``: simulated vLLM workers for GPU-free serving.
+
+One process runs ``--num-workers`` workers on one event loop (uvloop), each with its own
+``DistributedRuntime`` (instance id, lease, request-plane server). After ``--startup-time`` s it
+registers them and prints one line per worker (endpoint, instance id). SIGTERM or SIGINT stops
+them gracefully (deregister, drain in-flight requests for a few seconds, drop leases); the exit
+status is then 0. A bad flag exits with status 2 and a message naming it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sys
+from collections.abc import Callable, Sequence
+
+from stator.errors import ConfigError, StatorError
+from stator.mocker.card import build_model_card, engine_for_model, load_model_info
+from stator.mocker.worker import MockerWorker, WorkerSpec
+from stator.mocker.worker_config import MockerProcessConfig, build_parser, config_from_args
+from stator.runtime.discovery.mem import MemStore
+from stator.runtime.runtime import DistributedRuntime
+
+SHUTDOWN_DRAIN_S = 3.0
+"""Seconds in-flight requests get to finish on SIGTERM before they are cancelled."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse flags, run the workers until SIGTERM/SIGINT; return the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        config = config_from_args(args)
+        spec = worker_spec(config)
+    except ConfigError as exc:
+        parser.error(str(exc))  # exits 2
+    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        return runner.run(run_workers(config, spec))
+
+
+def worker_spec(config: MockerProcessConfig) -> WorkerSpec:
+    """The spec every worker of the process gets: the engine sized to the model, the card.
+
+    Raises:
+        ConfigError: the model directory's tokenizer files are unreadable.
+    """
+    engine = engine_for_model(config.engine, load_model_info(config.model_path))
+    return WorkerSpec(config.endpoint, engine, build_model_card(config, engine))
+
+
+async def run_workers(config: MockerProcessConfig, spec: WorkerSpec) -> int:
+    """Start the workers, wait for SIGTERM/SIGINT, stop them. Returns the exit status."""
+    stop = asyncio.Event()
+    _on_signals(stop.set)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), config.startup_time_s)
+    if stop.is_set():
+        return 0
+    store = MemStore() if config.runtime.discovery_backend == "mem" else None
+    workers: list[MockerWorker] = []
+    try:
+        for index in range(config.num_workers):
+            runtime = await DistributedRuntime.create(config.runtime, mem_store=store)
+            workers.append(await MockerWorker.start(runtime, spec))
+            print(f"mocker worker {index}: instance {runtime.instance_id} serving {spec.endpoint}",
+                  flush=True)  # fmt: skip
+        ids = " ".join(str(w.instance_id) for w in workers)
+        print(f"mocker ready: model {config.model_name!r} at {spec.endpoint} instances {ids}",
+              flush=True)  # fmt: skip
+        await stop.wait()
+    except StatorError as exc:
+        print(f"stator mocker: error: {exc}", file=sys.stderr, flush=True)
+        return 1
+    finally:
+        await asyncio.gather(*(w.stop(SHUTDOWN_DRAIN_S) for w in workers))
+    return 0
+
+
+def _on_signals(callback: Callable[[], None]) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, callback)
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop ships with uvicorn[standard] on Linux
+        return None
+    return uvloop.new_event_loop
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -4,7 +4,8 @@ One process runs ``--num-workers`` workers on one event loop (uvloop), each with
 ``DistributedRuntime`` (instance id, lease, request-plane server). After ``--startup-time`` s it
 registers them and prints one line per worker (endpoint, instance id). SIGTERM or SIGINT stops
 them gracefully (deregister, drain in-flight requests for a few seconds, drop leases); the exit
-status is then 0. A bad flag exits with status 2 and a message naming it.
+status is then 0. A bad flag exits with status 2 and a message naming it; heavy modules (numpy,
+tokenizers, the runtime) are imported only after the flags parse, so that is fast.
 """
 
 from __future__ import annotations
@@ -14,13 +15,13 @@ import contextlib
 import signal
 import sys
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from stator.errors import ConfigError, StatorError
-from stator.mocker.card import build_model_card, engine_for_model, load_model_info
-from stator.mocker.worker import MockerWorker, WorkerSpec
 from stator.mocker.worker_config import MockerProcessConfig, build_parser, config_from_args
-from stator.runtime.discovery.mem import MemStore
-from stator.runtime.runtime import DistributedRuntime
+
+if TYPE_CHECKING:
+    from stator.mocker.worker import MockerWorker, WorkerSpec
 
 SHUTDOWN_DRAIN_S = 3.0
 """Seconds in-flight requests get to finish on SIGTERM before they are cancelled."""
@@ -45,12 +46,19 @@ def worker_spec(config: MockerProcessConfig) -> WorkerSpec:
     Raises:
         ConfigError: the model directory's tokenizer files are unreadable.
     """
+    from stator.mocker.card import build_model_card, engine_for_model, load_model_info
+    from stator.mocker.worker import WorkerSpec
+
     engine = engine_for_model(config.engine, load_model_info(config.model_path))
     return WorkerSpec(config.endpoint, engine, build_model_card(config, engine))
 
 
 async def run_workers(config: MockerProcessConfig, spec: WorkerSpec) -> int:
     """Start the workers, wait for SIGTERM/SIGINT, stop them. Returns the exit status."""
+    from stator.mocker.worker import MockerWorker
+    from stator.runtime.discovery.mem import MemStore
+    from stator.runtime.runtime import DistributedRuntime
+
     stop = asyncio.Event()
     _on_signals(stop.set)
     with contextlib.suppress(TimeoutError):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -395,10 +396,17 @@ async def test_file_discovery_runtime_in_one_process(tmp_path: Path) -> None:
         ("event_plane", "--event-plane"),
     ],
 )
-async def test_unavailable_backends_are_config_errors(field: str, flag: str) -> None:
+async def test_unavailable_backends_are_config_errors(
+    field: str, flag: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from stator.runtime import factory
 
     value = "etcd" if field == "discovery_backend" else "nats"
+    module = {"discovery_backend": "discovery.etcd", "request_plane": "request_plane.nats"}
+    # a build without the optional backend (its client library missing): importing it fails
+    monkeypatch.setitem(
+        sys.modules, f"stator.runtime.{module.get(field, 'event_plane.nats')}", None
+    )
     settings: dict[str, object] = {"discovery_backend": "mem", field: value}
     config = RuntimeConfig(**settings)  # type: ignore[arg-type]
     build = {

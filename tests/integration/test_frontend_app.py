@@ -402,3 +402,10 @@ async def test_model_names_with_slashes(tiny_model_dir: Path) -> None:
             "/v1/chat/completions", json={"model": "org/model-1", "messages": MESSAGES}
         )
         assert response.json()["model"] == "org/model-1"
+
+
+async def test_oversized_body_is_413(client: httpx.AsyncClient) -> None:
+    from stator.frontend.app import MAX_BODY_BYTES
+
+    body = b'{"model": "tiny", "prompt": "' + b"x" * (MAX_BODY_BYTES + 1) + b'"}'
+    assert_openai_error(await client.post("/v1/completions", content=body), 413)

@@ -17,13 +17,15 @@ from typing import Any, Protocol
 import msgspec
 from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 import stator
-from stator.errors import StatorError
+from stator.errors import InvalidRequestError, StatorError
 from stator.frontend.chat import prepare_chat
 from stator.frontend.completions import prepare_completion
-from stator.frontend.errors import error_response, install_error_handlers
+from stator.frontend.errors import as_stator_error, error_response, install_error_handlers
 from stator.frontend.generation import Arrival, RequestRun
 from stator.frontend.metrics import CONTENT_TYPE, FrontendMetrics
 from stator.frontend.models import ModelRegistry
@@ -38,6 +40,8 @@ from stator.frontend.sse import DeferredResponse, SSEResponse
 
 _ENCODER = msgspec.json.Encoder()
 UNKNOWN_MODEL_LABEL = "unknown"
+MAX_BODY_BYTES = 64 * 1024 * 1024
+"""Largest accepted request body (bytes)."""
 
 
 class Job(Protocol):
@@ -75,34 +79,106 @@ def create_app(models: ModelRegistry, metrics: FrontendMetrics | None = None) ->
 
 
 def _add_generate_routes(app: FastAPI, models: ModelRegistry, metrics: FrontendMetrics) -> None:
+    """The two generation routes, served by ``GenerateFastPath`` (a pure ASGI middleware that
+    skips Starlette's routing and exception layers); the FastAPI routes below document them in
+    ``/openapi.json`` and answer only if the middleware is bypassed."""
+    app.add_middleware(GenerateFastPath, models=models, metrics=metrics)
+
     @app.post("/v1/chat/completions", tags=["openai"], summary="Create a chat completion")
     async def chat_completions(request: Request) -> Response:
-        return await _generate(prepare_chat, request, models, metrics, "chat_completions")
+        arrival, body = Arrival.now(), await request.body()
+        return await generate(prepare_chat, body, arrival, models, metrics, "chat_completions")
 
     @app.post("/v1/completions", tags=["openai"], summary="Create a completion")
     async def completions(request: Request) -> Response:
-        return await _generate(prepare_completion, request, models, metrics, "completions")
+        arrival, body = Arrival.now(), await request.body()
+        return await generate(prepare_completion, body, arrival, models, metrics, "completions")
 
 
-async def _generate(
+class GenerateFastPath:
+    """ASGI middleware answering ``POST /v1/chat/completions`` and ``POST /v1/completions``
+    directly; everything else goes to the wrapped app. Bodies over ``MAX_BODY_BYTES`` get 413."""
+
+    def __init__(self, app: ASGIApp, models: ModelRegistry, metrics: FrontendMetrics) -> None:
+        self.app = app
+        self.routes: dict[str, tuple[Prepare, str]] = {
+            "/v1/chat/completions": (prepare_chat, "chat_completions"),
+            "/v1/completions": (prepare_completion, "completions"),
+        }
+        self.models = models
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """ASGI entry point."""
+        route = self.routes.get(scope["path"]) if scope["type"] == "http" else None
+        if route is None or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        arrival = Arrival.now()
+        try:
+            body = await read_body(receive, MAX_BODY_BYTES)
+        except StatorError as exc:
+            response: Response = error_response(exc)
+        except ClientDisconnect:
+            return
+        else:
+            prepare, endpoint = route
+            response = await generate(prepare, body, arrival, self.models, self.metrics, endpoint)
+        await response(scope, receive, send)
+
+
+async def read_body(receive: Receive, limit: int) -> bytes:
+    """The request body (all ``http.request`` messages).
+
+    Raises:
+        PayloadTooLargeError: more than ``limit`` bytes (HTTP 413).
+        ClientDisconnect: the client left first.
+    """
+    parts: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLargeError(f"request body exceeds {limit} bytes")
+        parts.append(chunk)
+        if not message.get("more_body", False):
+            return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+class PayloadTooLargeError(InvalidRequestError):
+    """A request body over the size limit (HTTP 413)."""
+
+    status_code = 413
+
+
+async def generate(
     prepare: Prepare,
-    request: Request,
+    body: bytes,
+    arrival: Arrival,
     models: ModelRegistry,
     metrics: FrontendMetrics,
     endpoint: str,
 ) -> Response:
-    arrival = Arrival.now()
-    body = await request.body()
+    """Preprocess, route and start a generation request; the response streams or collects it.
+
+    Errors before the response starts become OpenAI error responses (4xx/5xx).
+    """
     try:
         job = await prepare(body, models, metrics, arrival)
-    except StatorError as exc:
-        metrics.count_request(UNKNOWN_MODEL_LABEL, endpoint, False, exc.status_code)
-        return error_response(exc)
+    except Exception as exc:
+        error = as_stator_error(exc)
+        metrics.count_request(UNKNOWN_MODEL_LABEL, endpoint, False, error.status_code)
+        return error_response(error)
     try:
         await job.run.start()
-    except StatorError as exc:
-        job.run.finish(exc.status_code)
-        return error_response(exc)
+    except Exception as exc:
+        error = as_stator_error(exc)
+        job.run.finish(error.status_code)
+        return error_response(error)
     if job.stream:
         return SSEResponse(job.events())
     return DeferredResponse(job.collect)

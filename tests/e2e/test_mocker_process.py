@@ -160,3 +160,110 @@ def test_bad_flag_exits_nonzero_naming_it(spawn: Spawn, flags: list[str], named:
     mocker = spawn(*flags, model=named != "--model-path")
     assert mocker.proc.wait(timeout=EXIT_TIMEOUT_S) != 0
     assert named in mocker.err.read_text()
+
+
+# -- with the frontend ------------------------------------------------------------------------
+
+
+class Frontend:
+    """``python -m stator.frontend`` on an ephemeral port; output under the test's tmp dir."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], out: Path, err: Path) -> None:
+        self.proc = proc
+        self.out = out
+        self.err = err
+
+    async def url(self) -> str:
+        async with asyncio.timeout(READY_TIMEOUT_S):
+            while True:
+                for line in self.out.read_text().splitlines():
+                    if line.startswith("stator frontend listening on"):
+                        return line.rsplit(" ", 1)[-1]
+                if self.proc.poll() is not None:
+                    pytest.fail(f"frontend exited {self.proc.returncode}:\n{self.err.read_text()}")
+                await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+def frontend(tmp_path: Path) -> Iterator[Callable[..., Frontend]]:
+    made: list[Frontend] = []
+
+    def start(*flags: str) -> Frontend:
+        out, err = tmp_path / "frontend.out", tmp_path / "frontend.err"
+        argv = [sys.executable, "-m", "stator.frontend", "--http-host", "127.0.0.1",
+                "--http-port", "0", "--discovery-dir", str(tmp_path / "discovery"),
+                "--lease-ttl", "2", "--log-level", "warning", *flags]  # fmt: skip
+        with out.open("wb") as out_f, err.open("wb") as err_f:
+            made.append(Frontend(subprocess.Popen(argv, stdout=out_f, stderr=err_f), out, err))
+        return made[-1]
+
+    yield start
+    for fe in made:
+        if fe.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(fe.proc.pid, signal.SIGKILL)
+            fe.proc.wait()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("router_mode", ["round-robin", "kv"])
+async def test_frontend_and_mocker_answer_the_openai_sdk(
+    spawn: Spawn, frontend: Callable[..., Frontend], router_mode: str
+) -> None:
+    openai = pytest.importorskip("openai")
+    mocker = spawn("--num-workers", "2", "--speedup-ratio", "20")
+    fe = frontend("--router-mode", router_mode)
+    await mocker.ready_ids()
+    url = await fe.url()
+    client = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
+    try:
+        async with asyncio.timeout(READY_TIMEOUT_S):
+            while not [m async for m in client.models.list()]:
+                await asyncio.sleep(0.1)
+        models = [m.id async for m in client.models.list()]
+        assert models == ["tiny"]
+
+        chat = await client.chat.completions.create(
+            model="tiny",
+            messages=[{"role": "user", "content": "hello"}],
+            max_tokens=8,
+            stream=True,
+            stream_options={"include_usage": True},
+            extra_body={"ignore_eos": True},
+        )
+        reasons, usage = [], None
+        async for chunk in chat:
+            reasons += [c.finish_reason for c in chunk.choices if c.finish_reason]
+            usage = chunk.usage or usage
+        assert reasons == ["length"]
+        assert usage is not None and usage.completion_tokens == 8
+
+        cached: list[int] = []
+        for _ in range(3):  # round-robin or kv: a repeat lands on a worker that has the prefix
+            completion = await client.completions.create(
+                model="tiny",
+                prompt="def main(argv):\n    return 0\n" * 20,
+                max_tokens=5,
+                stream=True,
+                stream_options={"include_usage": True},
+                extra_body={"ignore_eos": True},
+            )
+            finishes, usage = [], None
+            async for chunk in completion:
+                finishes += [c.finish_reason for c in chunk.choices if c.finish_reason]
+                usage = chunk.usage or usage
+            assert finishes == ["length"]
+            assert usage is not None and usage.prompt_tokens_details is not None
+            cached.append(usage.prompt_tokens_details.cached_tokens or 0)
+        assert cached[0] == 0
+        assert max(cached[1:]) > 0
+
+        whole = await client.completions.create(
+            model="tiny", prompt="x = 1", max_tokens=4, extra_body={"ignore_eos": True}
+        )
+        assert whole.usage is not None and whole.usage.completion_tokens == 4
+        assert whole.choices[0].finish_reason == "length"
+    finally:
+        await client.close()
+    mocker.proc.send_signal(signal.SIGTERM)
+    assert await mocker.wait_exit() == 0

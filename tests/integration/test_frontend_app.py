@@ -185,8 +185,10 @@ async def test_nvext_worker_id_timing_and_pinning(client: httpx.AsyncClient) -> 
     timing = body["nvext"]["timing"]
     assert 0 <= timing["ttft_ms"] <= timing["total_time_ms"]
     chunks = sse_payloads(await chat(client, stream=True, nvext=nvext))
-    assert "nvext" in chunks[-1] and all("nvext" not in c for c in chunks[:-1])
-    assert chunks[-1]["nvext"]["worker_id"]["decode_worker_id"] == 22
+    # as Dynamo: worker_id on every chunk, timing on the last one only
+    assert all(c["nvext"]["worker_id"]["decode_worker_id"] == 22 for c in chunks)
+    assert "timing" in chunks[-1]["nvext"]
+    assert all("timing" not in c["nvext"] for c in chunks[:-1])
     plain = (await chat(client)).json()
     assert "nvext" not in plain
     missing = await chat(client, nvext={"backend_instance_id": 999})

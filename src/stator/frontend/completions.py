@@ -87,8 +87,9 @@ class CompletionJob:
             offsets[d.index] += len(text)
             out = self._response([choice])
             out.usage = self.run.usage() if continuous else blank_usage
-            if d.finish_reason is not None and extra:
-                out.nvext = self.run.nvext(extra, d.index) or UNSET
+            if extra:
+                final = d.finish_reason is not None
+                out.nvext = self.run.nvext(extra, d.index, final=final) or UNSET
             return _ENCODER.encode(out)
 
         def usage_chunk() -> bytes:

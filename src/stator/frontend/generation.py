@@ -195,17 +195,24 @@ class RequestRun:
             prompt_tokens_details=PromptTokensDetails(cached_tokens=sum(cached.values())),
         )
 
-    def nvext(self, extra_fields: list[str] | None, index: int = 0) -> NvExtResponse | None:
-        """Dynamo's response ``nvext`` for the requested ``extra_fields`` (``None`` if none);
-        ``worker_id`` names the worker of choice ``index`` (aggregated: prefill = decode)."""
+    def nvext(
+        self, extra_fields: list[str] | None, index: int = 0, *, final: bool = True
+    ) -> NvExtResponse | None:
+        """Dynamo's response ``nvext`` for the requested ``extra_fields`` (``None`` if none).
+
+        As Dynamo does: ``worker_id`` (the worker of choice ``index``; aggregated, so prefill =
+        decode) on every chunk, ``timing`` only on the ``final`` one.
+        """
         if not extra_fields:
             return None
         worker, timing = None, None
         if "worker_id" in extra_fields and index < len(self.streams):
             worker_id = self.streams[index].worker_id
             worker = WorkerIdInfo(prefill_worker_id=worker_id, decode_worker_id=worker_id)
-        if "timing" in extra_fields:
+        if final and "timing" in extra_fields:
             timing = self._timing()
+        if worker is None and timing is None:
+            return None
         return NvExtResponse(worker_id=worker, timing=timing)
 
     def _timing(self) -> TimingInfo:

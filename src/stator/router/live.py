@@ -138,7 +138,7 @@ class LiveRouter(EngineRouter):
                 request.token_ids,
                 time.monotonic(),
                 pinned_worker_id=pinned,
-                exclude=failed,
+                exclude=failed | self._down(self._client),
             )
             stream = _LiveStream(self, request.request_id, decision.worker_id)
             stream.overlap_blocks = decision.overlap_blocks
@@ -148,9 +148,19 @@ class LiveRouter(EngineRouter):
                 if pinned is not None:
                     raise
                 failed.add(decision.worker_id)
+                self._client.report_instance_down(decision.worker_id)
                 continue
             return stream
         raise NoInstanceError(f"no reachable instance of {self.address} (tried {sorted(failed)})")
+
+    @staticmethod
+    def _down(client: Client) -> set[int]:
+        """Registered workers the client saw fail recently (skipped while others remain)."""
+        available = client.instance_ids_avail()
+        registered = client.instance_ids()
+        if len(available) == len(registered) or not available:
+            return set()
+        return set(registered) - set(available)
 
     def _finished(self, stream: _LiveStream) -> None:
         self._streams.discard(stream)
@@ -239,16 +249,22 @@ class _LiveStream(RoutedStream):
     ) -> None:
         """Send the request and wait for its first chunk; on failure the stream is closed."""
         self._chunks_iter = client.direct(
-            request, self.worker_id, LLMEngineOutput, timeout_s=timeout_s
+            request,
+            self.worker_id,
+            LLMEngineOutput,
+            timeout_s=timeout_s,
+            request_id=request.request_id or None,
         )
         try:
             self._first = await self._chunks_iter.__anext__()
         except StopAsyncIteration:
             self._first = None
             await self.aclose()
+            return
         except BaseException:
             await self.aclose()
             raise
+        self._note_tokens(self._first)
 
     def __aiter__(self) -> _LiveStream:
         return self
@@ -264,10 +280,14 @@ class _LiveStream(RoutedStream):
             except BaseException:
                 await self.aclose()
                 raise
+        self._note_tokens(out)
+        return out
+
+    def _note_tokens(self, out: LLMEngineOutput) -> None:
         if not self._prefill_done and out.token_ids:
             self._prefill_done = True
             self._router.core.on_first_token(self.request_id, time.monotonic())
-        return out
+            self._router._drain_queue()
 
     async def aclose(self) -> None:
         """Cancel the request at the worker (if running) and release its booked load."""

@@ -12,6 +12,7 @@ DDSketch with the same accuracy).
 from __future__ import annotations
 
 import math
+from array import array
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -50,20 +51,40 @@ class RequestRecord:
 
 class LatencySketch:
     """A weighted latency distribution in log-spaced buckets: exact count, sum and mean,
-    quantiles within 0.1% relative error. Values <= 0 share one bucket at 0."""
+    quantiles within 0.1% relative error. Values <= 0 share one bucket at 0.
+
+    ``add`` only appends to a buffer; buffers fold into the buckets in bulk (numpy), so adding
+    millions of samples stays cheap and memory stays bounded.
+    """
+
+    _ZERO_KEY = -(1 << 30)
+    _FOLD_AT = 1 << 16
 
     def __init__(self) -> None:
         self._gamma_log = math.log1p(2 * _RELATIVE_ACCURACY / (1 - _RELATIVE_ACCURACY))
         self._buckets: dict[int, float] = {}
+        self._values = array("d")
+        self._weights = array("d")
         self.count = 0.0
         self.total = 0.0
 
     def add(self, value_ms: float, weight: float = 1.0) -> None:
         """Add ``weight`` samples of ``value_ms``."""
-        key = math.ceil(math.log(value_ms) / self._gamma_log) if value_ms > 0 else -(1 << 30)
-        self._buckets[key] = self._buckets.get(key, 0.0) + weight
+        self._values.append(value_ms)
+        self._weights.append(weight)
         self.count += weight
         self.total += value_ms * weight
+        if len(self._values) >= self._FOLD_AT:
+            self._fold()
+
+    def add_many(self, values_ms: Sequence[float], weights: Sequence[float]) -> None:
+        """Add ``weights[i]`` samples of ``values_ms[i]`` for each ``i`` (equal lengths)."""
+        self._values.extend(values_ms)
+        self._weights.extend(weights)
+        self.count += float(np.sum(weights))
+        self.total += float(np.dot(values_ms, weights))
+        if len(self._values) >= self._FOLD_AT:
+            self._fold()
 
     @property
     def mean(self) -> float:
@@ -72,6 +93,7 @@ class LatencySketch:
 
     def quantile(self, percent: float) -> float:
         """The ``percent``-th percentile (0..100); NaN when empty."""
+        self._fold()
         if not self.count:
             return math.nan
         rank = percent / 100.0 * self.count
@@ -82,8 +104,23 @@ class LatencySketch:
                 return self._value(key)
         return self._value(max(self._buckets))
 
+    def _fold(self) -> None:
+        if not self._values:
+            return
+        values = np.frombuffer(self._values, dtype=np.float64)
+        weights = np.frombuffer(self._weights, dtype=np.float64)
+        keys = np.full(len(values), self._ZERO_KEY, dtype=np.int64)
+        positive = values > 0
+        keys[positive] = np.ceil(np.log(values[positive]) / self._gamma_log).astype(np.int64)
+        unique, inverse = np.unique(keys, return_inverse=True)
+        sums = np.bincount(inverse, weights=weights)
+        for key, weight in zip(unique.tolist(), sums.tolist(), strict=True):
+            self._buckets[key] = self._buckets.get(key, 0.0) + weight
+        self._values = array("d")
+        self._weights = array("d")
+
     def _value(self, key: int) -> float:
-        if key == -(1 << 30):
+        if key == self._ZERO_KEY:
             return 0.0
         gamma = math.exp(self._gamma_log)
         return 2 * gamma**key / (gamma + 1)

@@ -169,8 +169,8 @@ class BlockPool:
             if block.ref_count == 0:
                 del lru[block]
             block.ref_count += 1
-        for _ in range(need_evict):
-            self._evict_one()
+        if need_evict > 0:
+            self._evict(need_evict)
         self._num_private += num_fresh
         return hits
 
@@ -196,6 +196,45 @@ class BlockPool:
         else:
             self._duplicates.setdefault(block_hash, []).append(block)
         return block
+
+    def cache_chain(
+        self, block_hashes: Sequence[int], parent_hash: int | None, token_ids: TokenIds | None
+    ) -> list[CachedBlock]:
+        """``cache_block`` for consecutive blocks of one request: ``block_hashes[0]`` follows
+        ``parent_hash``; ``token_ids`` are their tokens concatenated (or None). Records one
+        ``BlockStored`` per run of hashes new to the cache.
+
+        Raises:
+            ValueError: fewer private blocks than ``block_hashes``.
+        """
+        num = len(block_hashes)
+        if num > self._num_private:
+            raise ValueError(f"cache_chain: {num} blocks but {self._num_private} private")
+        self._num_private -= num
+        self._num_cached += num
+        record = self.record_events and token_ids is not None
+        bs = self.block_size
+        by_hash = self._by_hash
+        out: list[CachedBlock] = []
+        run: list[CachedBlock] = []
+        parent = parent_hash
+        for i, block_hash in enumerate(block_hashes):
+            tokens = token_ids[i * bs : (i + 1) * bs] if record and token_ids is not None else None
+            block = CachedBlock(block_hash, parent, tokens)
+            out.append(block)
+            parent = block_hash
+            if block_hash in by_hash:
+                self._duplicates.setdefault(block_hash, []).append(block)
+                if run:
+                    self._events.append(self._stored_event(run))
+                    run = []
+                continue
+            by_hash[block_hash] = block
+            if record:
+                run.append(block)
+        if run:
+            self._events.append(self._stored_event(run))
+        return out
 
     def release(self, blocks: Sequence[CachedBlock], num_private: int) -> None:
         """Drop one reference on each of ``blocks`` and free ``num_private`` private blocks.
@@ -258,22 +297,38 @@ class BlockPool:
 
     # -- internals ----------------------------------------------------------------------------
 
-    def _evict_one(self) -> None:
-        block, _ = self._lru.popitem(last=False)
-        self._num_cached -= 1
-        block.indexed = False
-        block_hash = block.block_hash
-        copies = self._duplicates.get(block_hash)
-        if self._by_hash.get(block_hash) is block:
-            if copies:
-                self._by_hash[block_hash] = copies.pop()
+    def _evict(self, num: int) -> None:
+        """Evict ``num`` inactive blocks, LRU first."""
+        pop = self._lru.popitem
+        by_hash = self._by_hash
+        duplicates = self._duplicates
+        removed: list[int] = []
+        for _ in range(num):
+            block, _ = pop(last=False)
+            block.indexed = False
+            block_hash = block.block_hash
+            if duplicates and block_hash in duplicates:
+                self._evict_copy(block)  # another copy keeps the hash cached
+                continue
+            del by_hash[block_hash]
+            removed.append(block_hash)
+        self._num_cached -= num
+        if removed and self.record_events:
+            last = self._events[-1] if self._events else None
+            if isinstance(last, BlockRemoved):
+                last.block_hashes.extend(removed)
             else:
-                del self._by_hash[block_hash]
-                if self.record_events:
-                    self._record_removed(block_hash)
-        elif copies is not None:
+                self._events.append(BlockRemoved(block_hashes=removed))
+
+    def _evict_copy(self, block: CachedBlock) -> None:
+        """Drop one of several physical copies of a hash."""
+        block_hash = block.block_hash
+        copies = self._duplicates[block_hash]
+        if self._by_hash.get(block_hash) is block:
+            self._by_hash[block_hash] = copies.pop()
+        else:
             copies.remove(block)
-        if copies is not None and not copies:
+        if not copies:
             del self._duplicates[block_hash]
 
     def _record_stored(self, block: CachedBlock) -> None:
@@ -287,13 +342,6 @@ class BlockPool:
             last.token_ids.extend(_as_list(block.token_ids))
             return
         self._events.append(self._stored_event([block]))
-
-    def _record_removed(self, block_hash: int) -> None:
-        last = self._events[-1] if self._events else None
-        if isinstance(last, BlockRemoved):
-            last.block_hashes.append(block_hash)
-        else:
-            self._events.append(BlockRemoved(block_hashes=[block_hash]))
 
     def _stored_event(self, blocks: list[CachedBlock]) -> BlockStored:
         token_ids: list[int] = []

@@ -29,7 +29,7 @@ from stator.mocker.config import MockerConfig
 from stator.mocker.kv_cache import KvCacheManager
 from stator.mocker.scheduler import Scheduler
 from stator.mocker.sequence import EngineRequest, Sequence, TokenArray, draw_outputs
-from stator.mocker.timing import TimingModel
+from stator.mocker.timing import DECODE_A, DECODE_B, DECODE_C, MIN_DECODE_MS, TimingModel
 from stator.protocols.engine import FinishReason
 from stator.protocols.kv_events import KvCacheDump, KvEventBatch, LoadMetrics
 
@@ -234,17 +234,24 @@ class MockEngine:
     def _decode_pass_times(
         self, now_ms: float, horizon_ms: float, running: list[Sequence], max_passes: int
     ) -> list[float]:
-        decode_ms = self.timing.decode_ms
+        """End times of up to ``max_passes`` decode steps, stopping at the first that would
+        start at or after ``horizon_ms`` (``TimingModel.decode_ms``, inlined for speed)."""
+        timing = self.timing
+        scale = 1.0 / (timing.speedup_ratio * timing.decode_speedup_ratio)
+        capacity = float(timing.total_kv_tokens)
         kv_tokens = sum(seq.num_tokens for seq in running)
         n = len(running)
         t = now_ms
         ends: list[float] = []
+        append = ends.append
         for _ in range(max_passes):
             if ends and t >= horizon_ms:
                 break
-            t += decode_ms(kv_tokens)
+            u = kv_tokens / capacity
+            ms = DECODE_A * u * u + DECODE_B * u + DECODE_C
+            t += (ms if ms > MIN_DECODE_MS else MIN_DECODE_MS) * scale
             kv_tokens += n
-            ends.append(t)
+            append(t)
         return ends
 
     def _emissions_left(self, seq: Sequence) -> int:

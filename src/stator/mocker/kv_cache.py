@@ -59,20 +59,17 @@ class KvCacheManager:
         """Cache ``seq``'s blocks that are now full and computed."""
         if not self.enable_prefix_caching:
             return
-        full = seq.num_computed_tokens // self.block_size
+        bs = self.block_size
+        full = seq.num_computed_tokens // bs
         first = len(seq.blocks)
         if full <= first:
             return
-        pool = self.pool
-        bs = self.block_size
-        record = pool.record_events
-        blocks = seq.blocks
         hashes = seq.block_hashes
-        for index in range(first, full):
-            block_hash = hashes[index] if index < len(hashes) else seq.block_hash(index)
-            parent = hashes[index - 1] if index else None
-            token_ids = seq.tokens(index * bs, (index + 1) * bs) if record else None
-            blocks.append(pool.cache_block(block_hash, parent, token_ids))
+        for index in range(len(hashes), full):
+            seq.block_hash(index)
+        parent = hashes[first - 1] if first else None
+        token_ids = seq.tokens(first * bs, full * bs) if self.pool.record_events else None
+        seq.blocks.extend(self.pool.cache_chain(hashes[first:full], parent, token_ids))
         seq.num_private_blocks -= full - first
 
     def free(self, seq: Sequence) -> None:

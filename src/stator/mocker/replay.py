@@ -17,6 +17,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import cast
 
+import numpy as np
+
 from stator.bench.report import LatencySketch, RequestRecord, summarize
 from stator.bench.trace import TraceRequest, synthesize_token_ids
 from stator.mocker.config import MockerConfig
@@ -169,12 +171,12 @@ class ReplaySimulation:
                 record.completed = out.finish_reason in ("length", "stop")
                 record.cached_tokens = out.reused_tokens or record.cached_tokens
                 self.router.on_finish(out.request_id, result.end_ms / 1000.0)
-        # Gaps between consecutive fused steps, shared by every output still decoding then.
-        still_decoding = 0
-        for j in range(len(ends) - 1, 0, -1):
-            still_decoding += num_ending[j + 1]
-            if still_decoding:
-                self.itl.add(ends[j] - ends[j - 1], still_decoding)
+        if len(ends) > 1:
+            # Gaps between consecutive fused steps, shared by every output still decoding then:
+            # gap j (j >= 1) has one sample per output with more than j tokens.
+            gaps = np.diff(ends)
+            weights = np.cumsum(num_ending[:1:-1])[::-1].astype(np.float64)
+            self.itl.add_many(gaps.tolist(), weights.tolist())
 
     def _record_tokens(
         self, record: RequestRecord, num: int, ends: list[float], num_ending: list[int]

@@ -299,7 +299,7 @@ async def test_timing_roughly_follows_the_model(cluster: Cluster) -> None:
     await collect(client, request(prompt, max_tokens=max_tokens))
     elapsed = time.perf_counter() - start
     assert elapsed >= 0.5 * expected_s
-    assert elapsed <= 5 * expected_s + 1.0
+    assert elapsed <= 10 * expected_s + 2.0  # generous: a loaded machine only adds time
 
 
 # -- bad requests and shutdown -------------------------------------------------------------

@@ -64,7 +64,7 @@ async def test_chat_non_streaming(client: httpx.AsyncClient, deployment: FakeDep
     assert body["id"].startswith("chatcmpl-") and body["object"] == "chat.completion"
     assert body["model"] == "tiny" and isinstance(body["created"], int)
     [choice] = body["choices"]
-    assert choice["message"] == {"role": "assistant", "content": REPLY}
+    assert choice["message"] == {"role": "assistant", "content": REPLY, "refusal": None}
     assert choice["finish_reason"] == "stop"
     isl = prompt_len(deployment, MESSAGES)
     osl = len(deployment.engine.reply_ids) + 1  # the EOS token is counted, not shown

@@ -11,7 +11,10 @@ completions of a one-line prompt:
 
 - ``rps_c1`` / ``rps_c64``: non-streamed 1-token requests per second at concurrency 1 and 64;
 - ``stream_tokens_per_s``: streamed completion tokens per second, ``--stream-tokens`` tokens per
-  request (``ignore_eos``), ``--stream-concurrency`` streams at once.
+  request (``ignore_eos``), ``--stream-concurrency`` streams at once;
+- ``server_cpu_ms_per_*``: CPU (user + system, from ``/proc``) the server processes spent per
+  request / streamed token: the frontend subprocess, or ``--server-pids`` with ``--url``. On a
+  shared machine this is steadier than throughput.
 
 ``--json`` prints one JSON object with those keys (plus the settings used).
 """
@@ -32,7 +35,7 @@ from pathlib import Path
 
 import uvloop
 
-from stator.bench.frontend_load import Connection, LoadResult, run_load
+from stator.bench.frontend_load import Connection, LoadResult, process_cpu_s, run_load
 from stator.frontend.tokenizer import Tokenizer
 from stator.protocols.engine import LLMEngineOutput, PreprocessedRequest
 from stator.protocols.model_card import ModelCard
@@ -57,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stream-tokens", type=int, default=1000, help="tokens per streamed request")
     p.add_argument("--stream-concurrency", type=int, default=8, help="concurrent streams")
     p.add_argument("--router-mode", default="round-robin", help="passed to the frontend")
+    p.add_argument(
+        "--server-pids", default="", help="with --url: comma-separated PIDs whose CPU to count"
+    )
     return p
 
 
@@ -75,16 +81,23 @@ def main(argv: Sequence[str] | None = None) -> int:
 async def run(args: argparse.Namespace) -> dict[str, object]:
     """Start what is needed, measure the three scenarios, stop everything."""
     if args.url:
-        return await measure(args.url, args.model, args)
+        pids = [int(p) for p in args.server_pids.split(",") if p.strip()]
+        return await measure(args.url, args.model, args, pids)
     model_dir = Path(args.model_dir) if args.model_dir else ensure_tiny_model(default_cache_dir())
     with tempfile.TemporaryDirectory(prefix="stator-bench-frontend-") as tmp:
-        async with instant_engine(Path(tmp), model_dir), frontend_process(Path(tmp), args) as url:
+        async with (
+            instant_engine(Path(tmp), model_dir),
+            frontend_process(Path(tmp), args) as (url, pid),
+        ):
             await wait_for_model(url, MODEL_NAME)
-            return await measure(url, MODEL_NAME, args)
+            return await measure(url, MODEL_NAME, args, [pid])
 
 
-async def measure(url: str, model: str, args: argparse.Namespace) -> dict[str, object]:
-    """The three numbers (and the settings) for the server at ``url``."""
+async def measure(
+    url: str, model: str, args: argparse.Namespace, pids: list[int]
+) -> dict[str, object]:
+    """The three numbers (and the settings) for the server at ``url``; with ``pids``, also
+    the CPU those processes spent per request and per streamed token (ms)."""
     messages = [{"role": "user", "content": "Say something."}]
     one = {"model": model, "messages": messages, "max_tokens": 1}
     stream = {
@@ -94,13 +107,18 @@ async def measure(url: str, model: str, args: argparse.Namespace) -> dict[str, o
         "stream": True,
         "stream_options": {"include_usage": True},
     }
-    c1 = await _load(url, one, 1, args)
-    c64 = await _load(url, one, 64, args)
-    streamed = await _load(url, stream, args.stream_concurrency, args)
+    cpu: dict[str, float | None] = {}
+    c1, cpu["c1"] = await _load(url, one, 1, args, pids)
+    c64, cpu["c64"] = await _load(url, one, 64, args, pids)
+    streamed, cpu["stream"] = await _load(url, stream, args.stream_concurrency, args, pids)
     return {
         "rps_c1": round(c1.requests_per_s, 1),
         "rps_c64": round(c64.requests_per_s, 1),
         "stream_tokens_per_s": round(streamed.tokens_per_s, 1),
+        "server_cpu_ms_per_request_c1": _per(cpu["c1"], c1.all_requests),
+        "server_cpu_ms_per_request_c64": _per(cpu["c64"], c64.all_requests),
+        "server_cpu_ms_per_streamed_token": _per(cpu["stream"], streamed.all_tokens),
+        "server_pids": pids,
         "url": url,
         "model": model,
         "duration_s": args.duration,
@@ -109,8 +127,12 @@ async def measure(url: str, model: str, args: argparse.Namespace) -> dict[str, o
     }
 
 
-async def _load(url: str, body: dict[str, object], c: int, args: argparse.Namespace) -> LoadResult:
-    return await run_load(
+async def _load(
+    url: str, body: dict[str, object], c: int, args: argparse.Namespace, pids: list[int]
+) -> tuple[LoadResult, float | None]:
+    """One scenario; also the server CPU seconds it cost (None without pids)."""
+    cpu_before = process_cpu_s(pids)
+    result = await run_load(
         url,
         CHAT_PATH,
         json.dumps(body).encode(),
@@ -118,6 +140,12 @@ async def _load(url: str, body: dict[str, object], c: int, args: argparse.Namesp
         duration_s=args.duration,
         warmup_s=args.warmup,
     )
+    return result, (process_cpu_s(pids) - cpu_before if pids else None)
+
+
+def _per(cpu_s: float | None, count: int) -> float | None:
+    """Milliseconds of CPU per unit, or None."""
+    return None if cpu_s is None or count == 0 else round(cpu_s * 1000.0 / count, 4)
 
 
 @contextlib.asynccontextmanager
@@ -149,8 +177,8 @@ async def instant_engine(tmp: Path, model_dir: Path) -> AsyncIterator[None]:
 
 
 @contextlib.asynccontextmanager
-async def frontend_process(tmp: Path, args: argparse.Namespace) -> AsyncIterator[str]:
-    """``python -m stator.frontend`` on an ephemeral port; yields its URL."""
+async def frontend_process(tmp: Path, args: argparse.Namespace) -> AsyncIterator[tuple[str, int]]:
+    """``python -m stator.frontend`` on an ephemeral port; yields its URL and PID."""
     log = (tmp / "frontend.log").open("wb")
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -173,7 +201,7 @@ async def frontend_process(tmp: Path, args: argparse.Namespace) -> AsyncIterator
         env=os.environ.copy(),
     )
     try:
-        yield await _listening_url(proc, tmp / "frontend.log")
+        yield await _listening_url(proc, tmp / "frontend.log"), proc.pid
     finally:
         with contextlib.suppress(ProcessLookupError):
             proc.send_signal(signal.SIGTERM)

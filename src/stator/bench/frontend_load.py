@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import urlsplit
 
 
@@ -83,11 +85,14 @@ class Connection:
 
 @dataclass(frozen=True, slots=True)
 class LoadResult:
-    """Requests completed in ``elapsed_s`` seconds, and completion tokens received."""
+    """Requests completed in the ``elapsed_s`` window, and completion tokens received;
+    ``all_requests``/``all_tokens`` count the warm-up too (for CPU per request)."""
 
     num_requests: int
     num_tokens: int
     elapsed_s: float
+    all_requests: int = 0
+    all_tokens: int = 0
 
     @property
     def requests_per_s(self) -> float:
@@ -117,7 +122,7 @@ async def run_load(
         await conn.open()
     start = time.perf_counter()
     window = (start + warmup_s, start + warmup_s + duration_s)
-    counts = [0, 0]
+    counts = [0, 0, 0, 0]  # in window: requests, tokens; overall: requests, tokens
 
     async def worker(conn: Connection) -> None:
         while True:
@@ -125,16 +130,19 @@ async def run_load(
             if t0 >= window[1]:
                 return
             payload = await conn.post(path, body)
+            tokens = completion_tokens(payload)
+            counts[2] += 1
+            counts[3] += tokens
             if t0 >= window[0] and time.perf_counter() <= window[1]:
                 counts[0] += 1
-                counts[1] += completion_tokens(payload)
+                counts[1] += tokens
 
     try:
         await asyncio.gather(*(worker(c) for c in conns))
     finally:
         for conn in conns:
             await conn.close()
-    return LoadResult(counts[0], counts[1], duration_s)
+    return LoadResult(counts[0], counts[1], duration_s, counts[2], counts[3])
 
 
 def completion_tokens(payload: bytes) -> int:
@@ -145,3 +153,16 @@ def completion_tokens(payload: bytes) -> int:
         if event.startswith(b"data: {") and b'"usage":{' in event:
             return int(json.loads(event[6:])["usage"]["completion_tokens"])
     return 0
+
+
+def process_cpu_s(pids: list[int]) -> float:
+    """CPU seconds (user + system) used so far by ``pids`` (Linux ``/proc``; 0 if unreadable)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / ticks
+    return total

@@ -3,8 +3,9 @@
 Streaming follows OpenAI: each choice's first chunk carries ``delta.role = "assistant"``, its
 last chunk the ``finish_reason``; with ``stream_options.include_usage`` every chunk has
 ``"usage": null`` and a final chunk has ``"choices": []`` and the usage;
-``continuous_usage_stats`` puts the usage so far on every chunk. Dynamo's ``nvext`` response
-(``extra_fields``) rides on each choice's last chunk, or at the top level of a full response.
+``continuous_usage_stats`` puts the usage so far on every chunk. A choice's last chunk has an
+empty delta when it brings no text. Dynamo's ``nvext`` response (``extra_fields``): ``worker_id``
+on every chunk, ``timing`` on each choice's last chunk, both at the top level of a full response.
 """
 
 from __future__ import annotations
@@ -70,10 +71,11 @@ class ChatJob:
         started = [False] * len(self.run.choices)
 
         def chunk(d: ChoiceDelta) -> bytes:
-            delta = ChatDelta(content=d.text)
             if not started[d.index]:
                 started[d.index] = True
-                delta.role = "assistant"
+                delta = ChatDelta(role="assistant", content=d.text)
+            else:
+                delta = ChatDelta(content=d.text) if d.text else ChatDelta()
             choice = ChatChunkChoice(
                 index=d.index,
                 delta=delta,

@@ -160,11 +160,14 @@ class Usage(Struct, kw_only=True):
     prompt_tokens_details: PromptTokensDetails | None = None
 
 
-class WorkerIdInfo(Struct, kw_only=True, omit_defaults=True):
-    """Dynamo's ``nvext.worker_id``: the workers that ran prefill and decode."""
+class WorkerIdInfo(Struct, kw_only=True):
+    """Dynamo's ``nvext.worker_id``: the workers (and data-parallel ranks) that ran prefill
+    and decode."""
 
     prefill_worker_id: int | None = None
+    prefill_dp_rank: int = 0
     decode_worker_id: int | None = None
+    decode_dp_rank: int = 0
 
 
 class TimingInfo(Struct, kw_only=True, omit_defaults=True):
@@ -248,6 +251,7 @@ class ChatResponseMessage(Struct, kw_only=True):
 
     role: str = "assistant"
     content: str | None = None
+    refusal: str | None = None
 
 
 class ChatChoice(Struct, kw_only=True):

@@ -138,7 +138,9 @@ class EtcdDiscovery(Discovery):
                 failures.append(f"{self._endpoints[index].url}: {exc or type(exc).__name__}")
                 await self._close_client()
         else:
-            raise TransportError(f"etcd is unreachable at {self.endpoint_urls}: {'; '.join(failures)}")
+            raise TransportError(
+                f"etcd is unreachable at {self.endpoint_urls}: {'; '.join(failures)}"
+            )
         self._keep_alive = asyncio.create_task(self._keep_alive_loop(), name="etcd-keep-alive")
 
     async def close(self) -> None:

@@ -8,13 +8,17 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from stator.errors import NoInstanceError, NotFoundError, ServiceUnavailableError
 from stator.frontend.tokenizer import Tokenizer
+from stator.kv.hashing import block_sequence_hashes
 from stator.protocols.engine import PreprocessedRequest, RoutingHints, StopConditions
+from stator.protocols.kv_events import KV_EVENTS_TOPIC, BlockStored, KvEventBatch
 from stator.router.config import RouterConfig
 from stator.router.factory import make_router_core
+from stator.router.kv_core import KvRouterCore
 from stator.router.live import LiveRouter
 from stator.runtime.address import EndpointAddress
 from stator.runtime.config import RuntimeConfig
@@ -176,4 +180,32 @@ async def test_busy_workers_reject_or_queue(setup: Setup) -> None:
         await second.aclose()
         assert len(router.core.sequences) == 0
     finally:
+        await router.close()
+
+
+async def test_kv_events_from_workers_feed_the_kv_core(setup: Setup) -> None:
+    router = await started_router(setup, RouterConfig(router_mode="kv"))
+    publisher = await setup.worker.event_publisher(
+        ADDRESS.namespace, ADDRESS.component, KV_EVENTS_TOPIC
+    )
+    try:
+        tokens = list(range(3, 40))  # request()'s prompt: 2 full blocks of 16
+        hashes = block_sequence_hashes(tokens, 16)
+        stored = BlockStored(
+            block_hashes=hashes, parent_block_hash=None, token_ids=tokens[:32], block_size=16
+        )
+        batch = KvEventBatch(worker_id=setup.worker.instance_id, event_id=1, events=[stored])
+        payload = msgspec.msgpack.encode(batch)
+        core = router.core
+        assert isinstance(core, KvRouterCore)
+        for _ in range(200):  # the subscriber connects to the publisher asynchronously
+            await publisher.publish(payload)
+            if core.overlaps(hashes, 0.0).scores.get(setup.worker.instance_id) == 2:
+                break
+            await asyncio.sleep(0.02)
+        stream = await router.generate(request("cached"))
+        assert stream.overlap_blocks == 2
+        await stream.aclose()
+    finally:
+        await publisher.close()
         await router.close()

@@ -131,3 +131,11 @@ def test_graph_file_gets_http_port_from_flags(tmp_path: Path) -> None:
     assert cfg.http_url.endswith(":9001")
     assert cfg.num_models == 1
     assert cfg.private_dir is None
+
+
+def test_default_model_is_the_tiny_model_with_a_short_name(tmp_path: Path) -> None:
+    cfg = serve_config_from_argv(["--discovery-dir", str(tmp_path)], lambda: tmp_path / "x-v1")
+    mocker = next(c for c in cfg.graph.components if c.kind == "mocker")
+    argv = list(mocker.argv)
+    assert argv[argv.index("--model-path") + 1] == str(tmp_path / "x-v1")
+    assert argv[argv.index("--model-name") + 1] == "stator-tiny-llama"

@@ -13,6 +13,7 @@ from stator.flags import add_flag, bounded
 from stator.runtime.config import add_runtime_args
 from stator.serve.graph import ComponentSpec, Graph, load_graph
 
+DEFAULT_MODEL_NAME = "stator-tiny-llama"  # served name of the built-in tiny test model
 # Flags of the frontend that `stator serve` forwards to it (all other extra flags go to workers).
 FRONTEND_FLAG_PREFIXES = ("--router-", "--no-router-", "--active-", "--kv-cache-block-size")
 RUNTIME_FLAGS = (
@@ -86,7 +87,8 @@ def serve_config_from_argv(argv: list[str], default_model_path: Any) -> ServeCon
 def _graph_from_flags(args: argparse.Namespace, extra: list[str], default_model: Any) -> Graph:
     frontend_extra, engine_extra = split_extra_flags(extra)
     model_path = args.model_path or str(default_model())
-    model_name = args.model_name or os.path.basename(os.path.normpath(model_path))
+    fallback_name = DEFAULT_MODEL_NAME if not args.model_path else model_path
+    model_name = args.model_name or os.path.basename(os.path.normpath(fallback_name))
     frontend = ComponentSpec(
         "frontend",
         "frontend",

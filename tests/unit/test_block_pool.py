@@ -157,3 +157,19 @@ def test_cache_block_needs_a_private_block() -> None:
     pool = BlockPool(2, 1)
     with pytest.raises(ValueError):
         pool.cache_block(1, None, [1])
+
+
+def test_cache_chain_records_runs_of_new_hashes() -> None:
+    pool = BlockPool(8, 2)
+    _fill(pool, [2], parent=1)
+    pool.take_events()
+    assert pool.allocate([], 3) == []
+    blocks = pool.cache_chain([1, 2, 3], None, [1, 1, 2, 2, 3, 3])
+    assert [b.parent_hash for b in blocks] == [None, 1, 2]
+    assert pool.take_events() == [
+        BlockStored(block_hashes=[1], parent_block_hash=None, token_ids=[1, 1], block_size=2),
+        BlockStored(block_hashes=[3], parent_block_hash=2, token_ids=[3, 3], block_size=2),
+    ]
+    assert (pool.num_active, pool.num_cached_hashes) == (4, 3)
+    with pytest.raises(ValueError):
+        pool.cache_chain([9], 3, None)

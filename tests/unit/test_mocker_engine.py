@@ -11,7 +11,7 @@ from stator.mocker.config import MockerConfig
 from stator.mocker.engine import MockEngine, RequestOutput, StepResult
 from stator.mocker.sequence import EngineRequest
 from stator.protocols.engine import PreprocessedRequest, StopConditions
-from stator.protocols.kv_events import BlockStored
+from stator.protocols.kv_events import AllBlocksCleared, BlockStored
 
 
 def _prompt(n: int, start: int = 0) -> np.ndarray:
@@ -210,3 +210,15 @@ def test_from_preprocessed_maps_stop_conditions() -> None:
     assert request.request_id == "x" and request.max_tokens == 9 and request.ignore_eos
     assert request.stop_token_ids == frozenset({2, 5})
     assert request.token_ids.tolist() == [1, 2, 3]
+
+
+def test_reset_prefix_cache_clears_and_forgets_blocks() -> None:
+    engine = MockEngine(MockerConfig(block_size=16))
+    engine.add_request(EngineRequest("a", _prompt(64), max_tokens=1, ignore_eos=True), 0.0)
+    _run(engine)
+    batch = engine.reset_prefix_cache(5.0)
+    assert batch is not None and batch.events == [AllBlocksCleared()]
+    assert engine.dump().events == []
+    engine.add_request(EngineRequest("b", _prompt(64), max_tokens=1, ignore_eos=True), 0.0)
+    firsts = [o for r in _run(engine)[1] for o in r.outputs if o.is_first]
+    assert firsts[0].cached_tokens == 0

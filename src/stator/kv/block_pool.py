@@ -216,7 +216,7 @@ class BlockPool:
         bs = self.block_size
         by_hash = self._by_hash
         out: list[CachedBlock] = []
-        run: list[CachedBlock] = []
+        run_start = -1  # first index of the current run of hashes new to the cache
         parent = parent_hash
         for i, block_hash in enumerate(block_hashes):
             tokens = token_ids[i * bs : (i + 1) * bs] if record and token_ids is not None else None
@@ -225,16 +225,31 @@ class BlockPool:
             parent = block_hash
             if block_hash in by_hash:
                 self._duplicates.setdefault(block_hash, []).append(block)
-                if run:
-                    self._events.append(self._stored_event(run))
-                    run = []
+                if run_start >= 0:
+                    self._record_run(out, run_start, i, token_ids)
+                    run_start = -1
                 continue
             by_hash[block_hash] = block
-            if record:
-                run.append(block)
-        if run:
-            self._events.append(self._stored_event(run))
+            if record and run_start < 0:
+                run_start = i
+        if run_start >= 0:
+            self._record_run(out, run_start, num, token_ids)
         return out
+
+    def _record_run(
+        self, blocks: list[CachedBlock], start: int, end: int, token_ids: TokenIds | None
+    ) -> None:
+        """One ``BlockStored`` for ``blocks[start:end]`` (consecutive, tokens in ``token_ids``)."""
+        bs = self.block_size
+        tokens = _as_list(token_ids[start * bs : end * bs]) if token_ids is not None else []
+        self._events.append(
+            BlockStored(
+                block_hashes=[b.block_hash for b in blocks[start:end]],
+                parent_block_hash=blocks[start].parent_hash,
+                token_ids=tokens,
+                block_size=bs,
+            )
+        )
 
     def release(self, blocks: Sequence[CachedBlock], num_private: int) -> None:
         """Drop one reference on each of ``blocks`` and free ``num_private`` private blocks.

@@ -4,8 +4,9 @@ The event order at one instant is Dynamo's offline replay's (``replay/offline/ag
 that end now deliver their outputs (the router hears first tokens and finishes), then requests
 arriving now are routed and queued at their worker, then every idle worker with work starts a
 step. A step's KV events reach the router when the step starts (an instant event plane) and its
-load metrics with them. Engines fuse decode-only steps up to the next arrival, which leaves the
-router's view at every routing decision unchanged.
+load metrics with them. Engines fuse decode-only steps up to the next arrival: token times and the
+KV events the router has seen at every routing decision stay the same; load metrics then come
+once per fused run (as of its end) instead of once per step.
 """
 
 from __future__ import annotations

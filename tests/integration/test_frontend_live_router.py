@@ -15,7 +15,7 @@ from stator.errors import NoInstanceError, NotFoundError, ServiceUnavailableErro
 from stator.frontend.tokenizer import Tokenizer
 from stator.kv.hashing import block_sequence_hashes
 from stator.protocols.engine import PreprocessedRequest, RoutingHints, StopConditions
-from stator.protocols.kv_events import KV_EVENTS_TOPIC, BlockStored, KvEventBatch
+from stator.protocols.kv_events import KV_EVENTS_TOPIC, BlockStored, KvCacheDump, KvEventBatch
 from stator.router.config import RouterConfig
 from stator.router.factory import make_router_core
 from stator.router.kv_core import KvRouterCore
@@ -184,6 +184,11 @@ async def test_busy_workers_reject_or_queue(setup: Setup) -> None:
 
 
 async def test_kv_events_from_workers_feed_the_kv_core(setup: Setup) -> None:
+    async def empty_dump(request: object, ctx: object) -> AsyncIterator[KvCacheDump]:
+        yield KvCacheDump(worker_id=setup.worker.instance_id, event_id=0, events=[])
+
+    dump_address = f"dyn://{ADDRESS.namespace}.{ADDRESS.component}.kv_dump"
+    await setup.worker.endpoint(dump_address).serve(empty_dump)
     router = await started_router(setup, RouterConfig(router_mode="kv"))
     publisher = await setup.worker.event_publisher(
         ADDRESS.namespace, ADDRESS.component, KV_EVENTS_TOPIC
@@ -206,6 +211,8 @@ async def test_kv_events_from_workers_feed_the_kv_core(setup: Setup) -> None:
         stream = await router.generate(request("cached"))
         assert stream.overlap_blocks == 2
         await stream.aclose()
+        [worker] = router.debug_state().workers
+        assert worker.cached_blocks == 2 and worker.events.blocks_stored >= 2
     finally:
         await publisher.close()
         await router.close()

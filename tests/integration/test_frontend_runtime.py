@@ -106,6 +106,14 @@ async def test_models_come_from_discovery_and_requests_reach_workers(cluster: Cl
         body = (await chat(client, nvext=pinned)).json()
         assert body["nvext"]["worker_id"]["decode_worker_id"] == rt_b.instance_id
         assert (await chat(client, nvext={"backend_instance_id": 12345})).status_code == 404
+        debug = (await client.get("/debug/router")).json()["models"]["tiny"]
+        assert debug["router_mode"] == "round-robin"
+        assert sorted(w["worker_id"] for w in debug["workers"]) == sorted(workers)
+        metrics = (await client.get("/metrics")).text
+        assert (
+            f'stator_frontend_router_active_requests{{model="tiny",worker_id="{rt_a.instance_id}"}}'
+            in metrics
+        )
 
 
 async def _has_instances(client: httpx.AsyncClient, model: str, count: int) -> bool:

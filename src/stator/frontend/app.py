@@ -6,11 +6,13 @@ FastAPI's, with the request bodies described by msgspec's JSON Schema of the req
 
 Routes: ``POST /v1/chat/completions``, ``POST /v1/completions``, ``GET /v1/models``,
 ``GET /v1/models/{id}``, ``GET /health`` (models and their live worker ids), ``GET /live``,
-``GET /metrics`` (Prometheus text).
+``GET /metrics`` (Prometheus text, with the routers' ``stator_frontend_router_*`` state),
+``GET /debug/router`` (each model's router snapshot: indexed blocks, booked load, events).
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
@@ -37,6 +39,7 @@ from stator.frontend.protocol import (
 )
 from stator.frontend.respond import Result
 from stator.frontend.sse import DeferredResponse, SSEResponse
+from stator.router.debug import RouterCollector, RouterDebugState, model_router_states
 
 _ENCODER = msgspec.json.Encoder()
 UNKNOWN_MODEL_LABEL = "unknown"
@@ -74,6 +77,7 @@ def create_app(models: ModelRegistry, metrics: FrontendMetrics | None = None) ->
     _add_generate_routes(app, models, metrics)
     _add_model_routes(app, models)
     _add_ops_routes(app, models, metrics)
+    _add_router_debug(app, models, metrics)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 
@@ -217,6 +221,18 @@ def _add_ops_routes(app: FastAPI, models: ModelRegistry, metrics: FrontendMetric
     @app.get("/metrics", tags=["ops"], summary="Prometheus metrics")
     async def prometheus() -> Response:
         return Response(metrics.render(), media_type=CONTENT_TYPE)
+
+
+def _add_router_debug(app: FastAPI, models: ModelRegistry, metrics: FrontendMetrics) -> None:
+    def states() -> list[tuple[str, RouterDebugState]]:
+        return model_router_states((m.name, m.router) for m in models.models())
+
+    with contextlib.suppress(ValueError):  # already registered (metrics shared by two apps)
+        metrics.registry.register(RouterCollector(states))
+
+    @app.get("/debug/router", tags=["ops"], summary="Router state per model")
+    async def debug_router() -> Response:
+        return _json({"models": {name: state.to_dict() for name, state in states()}})
 
 
 def _json(value: object) -> Response:

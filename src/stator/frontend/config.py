@@ -12,8 +12,10 @@ import argparse
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from stator.errors import AddressError, ConfigError
 from stator.flags import add_flag, bounded
 from stator.router.config import RouterConfig, add_router_args, router_config_from_args
+from stator.runtime.address import EndpointAddress
 from stator.runtime.config import RuntimeConfig, add_runtime_args, runtime_config_from_args
 
 
@@ -22,6 +24,8 @@ class FrontendConfig:
     """Frontend settings. ``http_port`` 0 = an ephemeral port (tests).
 
     ``request_timeout_s``: seconds to wait for each engine chunk (None = no limit).
+    ``router_endpoint``: ``dyn://ns.comp.ep`` of a standalone router (``python -m stator.router``)
+    to send requests through instead of routing here ("" = route in this process).
     """
 
     http_host: str = "0.0.0.0"
@@ -30,6 +34,7 @@ class FrontendConfig:
     router: RouterConfig = field(default_factory=RouterConfig)
     request_timeout_s: float | None = None
     log_level: str = "info"
+    router_endpoint: str = ""
 
 
 def build_parser(prog: str = "python -m stator.frontend") -> argparse.ArgumentParser:
@@ -55,6 +60,12 @@ def build_parser(prog: str = "python -m stator.frontend") -> argparse.ArgumentPa
         choices=["debug", "info", "warning", "error"],
         help="log verbosity",
     )
+    add_flag(
+        g,
+        "--router-endpoint",
+        default="",
+        help="route through this standalone router (dyn://ns.comp.ep) instead of in-process",
+    )
     add_runtime_args(parser)
     add_router_args(parser)
     return parser
@@ -65,9 +76,15 @@ def parse_config(argv: Sequence[str] | None = None) -> FrontendConfig:
 
     Raises:
         SystemExit: a bad flag value (status 2, the flag named).
-        ConfigError: a router setting out of range (names the flag).
+        ConfigError: a router setting out of range, or a bad ``--router-endpoint`` (names the
+            flag).
     """
     args = build_parser().parse_args(argv)
+    if args.router_endpoint:
+        try:
+            EndpointAddress.parse(args.router_endpoint)
+        except AddressError as exc:
+            raise ConfigError("--router-endpoint", exc.message) from None
     return FrontendConfig(
         http_host=args.http_host,
         http_port=args.http_port,
@@ -75,4 +92,5 @@ def parse_config(argv: Sequence[str] | None = None) -> FrontendConfig:
         router=router_config_from_args(args),
         request_timeout_s=args.request_timeout_s,
         log_level=args.log_level,
+        router_endpoint=args.router_endpoint,
     )

@@ -24,6 +24,7 @@ from stator.router.base import EngineRouter
 from stator.router.config import RouterConfig
 from stator.router.factory import make_router_core
 from stator.router.live import LiveRouter
+from stator.router.remote import RemoteRouter
 from stator.runtime.address import EndpointAddress
 from stator.runtime.discovery.mem import MemStore
 from stator.runtime.runtime import DistributedRuntime
@@ -102,9 +103,17 @@ class FrontendService:
         log.info("frontend listening on %s", self.url)
 
     def make_router(self, card: ModelCard, address: EndpointAddress) -> EngineRouter:
-        """The live router for a model: the configured mode, the card's block size unless
+        """The router for a model: a ``RemoteRouter`` with ``--router-endpoint``, else a
+        ``LiveRouter`` in the configured mode, with the card's block size unless
         ``--kv-cache-block-size`` is set."""
         assert self.runtime is not None
+        if self.config.router_endpoint:
+            return RemoteRouter(
+                self.runtime,
+                EndpointAddress.parse(self.config.router_endpoint),
+                address,
+                request_timeout_s=self.config.request_timeout_s,
+            )
         router_config = self.config.router
         core = make_router_core(router_config, block_size=_block_size(router_config, card))
         return LiveRouter(

@@ -2,9 +2,10 @@
 
 It joins three things: a runtime ``Client`` on the model's endpoint (which instances are live),
 a ``RouterCore`` from ``make_router_core`` (which worker gets a request, and the load it books),
-and an ``AdmissionQueue`` (busy workers → wait or 503). KV events and load metrics published
-by the workers (topics ``kv-events`` and ``kv-metrics`` of the endpoint's component) feed the
-core.
+and an ``AdmissionQueue`` (busy workers → wait or 503). KV events published by the workers
+(topic ``kv-events`` of the endpoint's component) go through ``KvSync`` (dumps on join and on
+event-id gaps) to the core; load metrics (``kv-metrics``) go to the core directly.
+``debug_state()`` describes the router for ``/debug/router`` and Prometheus.
 
 ``generate`` routes, opens ``client.direct(...)`` to the chosen worker and waits for the first
 chunk, so a worker that vanished between routing and calling is detected before the HTTP
@@ -34,6 +35,8 @@ from stator.protocols.kv_events import (
 )
 from stator.router.base import EngineRouter, RoutedStream
 from stator.router.config import RouterConfig
+from stator.router.debug import RouterDebugState, core_debug_state
+from stator.router.kv_sync import KvSync
 from stator.router.queue import Admission, AdmissionQueue, QueuedRequest
 from stator.router.simple import LoadTrackingCore
 from stator.runtime.address import EndpointAddress
@@ -71,6 +74,7 @@ class LiveRouter(EngineRouter):
         self._admission_on = _admission_configured(self.config)
         self.request_timeout_s = request_timeout_s
         self._subscribe_events = subscribe_events
+        self.kv_sync = KvSync(runtime, address, core)
         self._client: Client | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._streams: set[_LiveStream] = set()
@@ -79,6 +83,7 @@ class LiveRouter(EngineRouter):
 
     async def start(self) -> None:
         """Follow the endpoint's instances (and the workers' events)."""
+        await self.kv_sync.start()
         self._client = await self.runtime.endpoint(self.address).client()
         self._client.on_change(self._on_change)
         self._on_change(self._client.instance_ids(), [])
@@ -100,6 +105,7 @@ class LiveRouter(EngineRouter):
                 waiting.payload.set_exception(NoInstanceError(f"{self.address} is gone"))
         for stream in list(self._streams):
             await stream.aclose()
+        await self.kv_sync.close()
         if self._client is not None:
             await self._client.close()
             self._client = None
@@ -108,10 +114,22 @@ class LiveRouter(EngineRouter):
         """Live instances of the endpoint."""
         return self._client.instance_ids() if self._client is not None else []
 
+    def debug_state(self) -> RouterDebugState:
+        """A snapshot: per worker, indexed blocks, booked load and event counters."""
+        return core_debug_state(
+            str(self.address),
+            self.config.router_mode,
+            self.core,
+            self.kv_sync.stats,
+            kv_events=self.kv_sync.tracks_blocks,
+        )
+
     def _on_change(self, added: list[int], removed: list[int]) -> None:
         for worker_id in added:
             self.core.add_worker(worker_id)
+            self.kv_sync.worker_added(worker_id)
         for worker_id in removed:
+            self.kv_sync.worker_removed(worker_id)
             self.core.remove_worker(worker_id)
         self._drain_queue()
 
@@ -206,9 +224,11 @@ class LiveRouter(EngineRouter):
         await self._follow(namespace, component, KV_METRICS_TOPIC, decoder, self._on_metrics)
 
     def _on_kv_events(self, batch: KvEventBatch) -> None:
-        self.core.apply_kv_events(batch)
+        self.kv_sync.on_batch(batch)
 
     def _on_metrics(self, metrics: LoadMetrics) -> None:
+        if metrics.worker_id in self.core.sequences:
+            self.kv_sync.stats.on_metrics(metrics)
         self.core.apply_load_metrics(metrics)
         self._drain_queue()
 

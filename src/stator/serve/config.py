@@ -72,6 +72,7 @@ def serve_config_from_argv(argv: list[str], default_model_path: Any) -> ServeCon
     else:
         graph = _graph_from_flags(args, extra, default_model_path)
         num_models = 1
+    validate_component_flags(graph, _runtime_argv(args))
     port = _frontend_port(graph, args.http_port)
     host = args.http_host if args.http_host not in ("0.0.0.0", "::") else "127.0.0.1"
     return ServeConfig(
@@ -103,6 +104,26 @@ def _graph_from_flags(args: argparse.Namespace, extra: list[str], default_model:
         vllm_argv = ("--model", model_path, "--served-model-name", model_name, *engine_extra)
         workers = ComponentSpec("vllm", "vllm", vllm_argv, replicas=args.num_workers)
     return Graph((workers, frontend))
+
+
+def validate_component_flags(graph: Graph, common_argv: list[str]) -> None:
+    """Parse each frontend and mocker component's flags with that component's own parser, so a
+    bad flag fails ``stator serve`` at start (argparse exit 2, flag named) instead of killing a
+    child later. Other kinds (vllm, router) validate in their own process."""
+    for spec in graph.components:
+        argv = [*common_argv, *spec.argv]
+        if spec.kind == "frontend":
+            from stator.frontend.config import parse_config
+
+            parse_config(argv)
+        elif spec.kind == "mocker":
+            from stator.mocker.worker_config import build_parser as mocker_parser
+            from stator.mocker.worker_config import config_from_args
+
+            try:
+                config_from_args(mocker_parser().parse_args(argv))
+            except ConfigError as exc:
+                raise ConfigError(exc.flag, f"component {spec.name}: {exc.message}") from None
 
 
 def split_extra_flags(extra: list[str]) -> tuple[list[str], list[str]]:

@@ -5,11 +5,13 @@ no responders, instance loss, client loss, flow control, limits."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator
 
 import pytest
 
+from stator.bench import runtime_bench
 from stator.errors import (
     InstanceLostError,
     InvalidRequestError,
@@ -26,6 +28,7 @@ from stator.runtime.request_plane.nats import (
 from stator.testing.services import free_port
 from tests.integration import test_tcp_request_plane as neutral
 from tests.integration.test_tcp_request_plane import EP, Probe, collect, count_to, register
+from tests.service_fixtures import NATS_MISSING, require_binary
 
 # The backend-neutral tests, collected again in this module with the nats fixtures below.
 test_empty_stream_ends_cleanly = neutral.test_empty_stream_ends_cleanly
@@ -267,3 +270,21 @@ async def test_unreachable_nats() -> None:
 async def test_bad_transport_address_is_no_instance(client: NatsRequestPlaneClient) -> None:
     with pytest.raises(NoInstanceError, match="expected nats://"):
         await collect(client.stream("tcp://127.0.0.1:1", EP, b"1", request_id="r"))
+
+
+@pytest.mark.parametrize("own_server", [True, False])
+def test_runtime_bench_on_nats_prints_one_json_object(
+    capsys: pytest.CaptureFixture[str], request: pytest.FixtureRequest, own_server: bool
+) -> None:
+    """With ``--nats-server`` the bench uses that server; without, it starts one for the run."""
+    argv = ["--json", "--request-plane", "nats", "--num-requests", "20", "--warmup", "5"]
+    argv += ["--stream-chunks", "300", "--stream-repeats", "1"]
+    if own_server:
+        argv += ["--nats-server", request.getfixturevalue("nats_url")]
+    else:
+        require_binary("nats-server", NATS_MISSING)
+    assert runtime_bench.main(argv) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["request_plane"] == "nats"
+    assert 0 < result["rtt_p50_us"] <= result["rtt_p99_us"]
+    assert result["stream_chunks_per_s"] > 0

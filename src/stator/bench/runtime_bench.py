@@ -11,18 +11,24 @@ decodes every chunk. Measured:
   of ``--stream-repeats`` runs).
 
 Targets (issue 2): p50 < 200 µs and >= 100,000 chunks/s for a 10,000-chunk stream. A request
-plane is picked by ``--request-plane``; each kind is a factory in ``PLANES``.
+plane is picked by ``--request-plane``; each kind is a factory in ``PLANES``. ``nats`` goes through
+the NATS server at ``--nats-server``, or through a nats-server started on a free loopback port for
+the run when that flag is not given.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import statistics
+import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import msgspec
 
@@ -34,20 +40,31 @@ from stator.runtime.request_plane.base import (
 )
 from stator.runtime.request_plane.tcp import TcpRequestPlaneClient, TcpRequestPlaneServer
 
+if TYPE_CHECKING:
+    from stator.testing.services import NatsServer
+
 ENDPOINT = "bench/runtime/generate"
 NUM_PROMPT_TOKENS = 128
 """Prompt length (tokens) of every benchmark request."""
 
-PlaneFactory = Callable[[], Awaitable[tuple[RequestPlaneServer, RequestPlaneClient]]]
+PlaneFactory = Callable[
+    [argparse.Namespace], Awaitable[tuple[RequestPlaneServer, RequestPlaneClient]]
+]
 
 
-async def _tcp_plane() -> tuple[RequestPlaneServer, RequestPlaneClient]:
+async def _tcp_plane(args: argparse.Namespace) -> tuple[RequestPlaneServer, RequestPlaneClient]:
     server = TcpRequestPlaneServer("127.0.0.1", 0)
     return server, TcpRequestPlaneClient()
 
 
-PLANES: dict[str, PlaneFactory] = {"tcp": _tcp_plane}
-"""Request-plane kind → factory of an unstarted (server, client) pair."""
+async def _nats_plane(args: argparse.Namespace) -> tuple[RequestPlaneServer, RequestPlaneClient]:
+    from stator.runtime.request_plane.nats import NatsRequestPlaneClient, NatsRequestPlaneServer
+
+    return NatsRequestPlaneServer(args.nats_server), NatsRequestPlaneClient(args.nats_server)
+
+
+PLANES: dict[str, PlaneFactory] = {"tcp": _tcp_plane, "nats": _nats_plane}
+"""Request-plane kind → factory of an unstarted (server, client) pair (given the flags)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,7 +145,7 @@ def percentile(samples: Sequence[float], q: float) -> float:
 
 async def run_bench(args: argparse.Namespace) -> RuntimeBenchResult:
     """Start the plane, warm up, measure, stop."""
-    server, client = await PLANES[args.request_plane]()
+    server, client = await PLANES[args.request_plane](args)
     server.register(ENDPOINT, engine_handler)
     await server.start()
     try:
@@ -175,6 +192,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--stream-chunks", type=_positive, default=10_000)
     parser.add_argument("--stream-repeats", type=_positive, default=5)
     parser.add_argument("--event-loop", default="auto", choices=["auto", "uvloop", "asyncio"])
+    parser.add_argument(
+        "--nats-server",
+        default="",
+        help="NATS URL for --request-plane nats (default: start a local nats-server for the run)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     return parser
 
@@ -184,6 +206,20 @@ def _positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
     return value
+
+
+@contextlib.contextmanager
+def _local_nats_server() -> Iterator[NatsServer]:
+    """A nats-server on a free loopback port for this run (``ServiceError`` if not installed)."""
+    from stator.testing.services import NatsServer
+
+    with tempfile.TemporaryDirectory(prefix="stator-bench-nats-") as workdir:
+        server = NatsServer(Path(workdir))
+        server.start()
+        try:
+            yield server
+        finally:
+            server.stop()
 
 
 def format_result(result: RuntimeBenchResult) -> str:
@@ -202,8 +238,11 @@ def format_result(result: RuntimeBenchResult) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark; print text, or one JSON object with ``--json``. Returns 0."""
     args = build_parser().parse_args(argv)
-    with asyncio.Runner(loop_factory=_loop_factory(args.event_loop)) as runner:
-        result = runner.run(run_bench(args))
+    with contextlib.ExitStack() as stack:
+        if args.request_plane == "nats" and not args.nats_server:
+            args.nats_server = stack.enter_context(_local_nats_server()).url
+        with asyncio.Runner(loop_factory=_loop_factory(args.event_loop)) as runner:
+            result = runner.run(run_bench(args))
     print(json.dumps(asdict(result)) if args.json else format_result(result))
     return 0
 

@@ -2,7 +2,9 @@
 
 Without ``--url`` it starts ``python -m stator.frontend`` as a subprocess over ``file``
 discovery in a temporary directory, and serves an instant engine in this process through the
-runtime: each request gets ``max_tokens`` chunks of one token, sent back to back. With ``--url``
+runtime: each request gets ``max_tokens`` chunks of one token, sent back to back
+(``--engine mocker``: one ``python -m stator.mocker`` worker at ``--speedup-ratio`` instead, the
+setup Dynamo's numbers are taken with). With ``--url``
 it measures any OpenAI-compatible server instead (e.g. Dynamo's frontend with its mocker at a
 very high ``--speedup-ratio``), for side-by-side numbers.
 
@@ -63,6 +65,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--server-pids", default="", help="with --url: comma-separated PIDs whose CPU to count"
     )
+    p.add_argument(
+        "--engine",
+        choices=["instant", "mocker"],
+        default="instant",
+        help="instant: in-process handler; mocker: python -m stator.mocker at --speedup-ratio",
+    )
+    p.add_argument(
+        "--speedup-ratio", type=float, default=100000.0, help="mocker speedup (--engine mocker)"
+    )
     return p
 
 
@@ -84,13 +95,16 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         pids = [int(p) for p in args.server_pids.split(",") if p.strip()]
         return await measure(args.url, args.model, args, pids)
     model_dir = Path(args.model_dir) if args.model_dir else ensure_tiny_model(default_cache_dir())
+    engine = instant_engine if args.engine == "instant" else mocker_engine
     with tempfile.TemporaryDirectory(prefix="stator-bench-frontend-") as tmp:
         async with (
-            instant_engine(Path(tmp), model_dir),
+            engine(Path(tmp), model_dir, args),
             frontend_process(Path(tmp), args) as (url, pid),
         ):
             await wait_for_model(url, MODEL_NAME)
-            return await measure(url, MODEL_NAME, args, [pid])
+            result = await measure(url, MODEL_NAME, args, [pid])
+            result["engine"] = args.engine
+            return result
 
 
 async def measure(
@@ -149,7 +163,39 @@ def _per(cpu_s: float | None, count: int) -> float | None:
 
 
 @contextlib.asynccontextmanager
-async def instant_engine(tmp: Path, model_dir: Path) -> AsyncIterator[None]:
+async def mocker_engine(
+    tmp: Path, model_dir: Path, args: argparse.Namespace
+) -> AsyncIterator[None]:
+    """One ``python -m stator.mocker`` worker for ``MODEL_NAME`` at ``--speedup-ratio``."""
+    log = (tmp / "mocker.log").open("wb")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "stator.mocker", "--model-path", str(model_dir),
+        "--model-name", MODEL_NAME, "--num-workers", "1", "--block-size", "64",
+        "--speedup-ratio", str(args.speedup_ratio), "--discovery-backend", "file",
+        "--discovery-dir", str(tmp / "discovery"),
+        stdout=log, stderr=log,
+    )  # fmt: skip
+    try:
+        yield
+    finally:
+        await _stop(proc)
+        log.close()
+
+
+async def _stop(proc: asyncio.subprocess.Process) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        proc.send_signal(signal.SIGTERM)
+    try:
+        await asyncio.wait_for(proc.wait(), 10)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+
+
+@contextlib.asynccontextmanager
+async def instant_engine(
+    tmp: Path, model_dir: Path, args: argparse.Namespace | None = None
+) -> AsyncIterator[None]:
     """Serve the instant engine for ``MODEL_NAME`` over file discovery under ``tmp``."""
     config = RuntimeConfig(discovery_backend="file", discovery_dir=str(tmp / "discovery"))
     runtime = await DistributedRuntime.create(config)
@@ -203,13 +249,7 @@ async def frontend_process(tmp: Path, args: argparse.Namespace) -> AsyncIterator
     try:
         yield await _listening_url(proc, tmp / "frontend.log"), proc.pid
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.wait_for(proc.wait(), 10)
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
+        await _stop(proc)
         log.close()
 
 

@@ -17,6 +17,10 @@ import pytest
 from stator.frontend.config import FrontendConfig
 from stator.frontend.service import FrontendService
 from stator.frontend.tokenizer import Tokenizer
+from stator.mocker.card import engine_for_model, load_model_info
+from stator.mocker.config import MockerConfig
+from stator.mocker.worker import MockerWorker, WorkerSpec
+from stator.router.config import RouterConfig
 from stator.runtime.address import EndpointAddress
 from stator.runtime.config import RuntimeConfig
 from stator.runtime.discovery import keys
@@ -219,3 +223,55 @@ async def test_model_with_no_live_instance_is_503(cluster: Cluster) -> None:
         response = await chat(client)
         assert response.status_code == 503
         assert response.json()["error"]["code"] == "no_instance"
+
+
+async def test_against_the_mocker_in_kv_mode(tiny_model_dir: Path) -> None:
+    store = MemStore()
+    config = FrontendConfig(
+        http_host="127.0.0.1",
+        http_port=0,
+        runtime=RuntimeConfig(discovery_backend="mem"),
+        router=RouterConfig(router_mode="kv"),
+        log_level="warning",
+    )
+    frontend = FrontendService(config, mem_store=store)
+    await frontend.start()
+    engine = engine_for_model(
+        MockerConfig(block_size=16, speedup_ratio=100.0), load_model_info(str(tiny_model_dir))
+    )
+    card = tiny_card(tiny_model_dir, context_length=engine.max_model_len or 0)
+    workers = []
+    for _ in range(2):
+        rt = await DistributedRuntime.create(
+            RuntimeConfig(discovery_backend="mem"), mem_store=store
+        )
+        spec = WorkerSpec(EndpointAddress.parse(ADDRESS), engine, card, rng_seed=1)
+        workers.append(await MockerWorker.start(rt, spec))
+    try:
+        async with httpx.AsyncClient(base_url=frontend.url, timeout=10.0) as client:
+            await eventually(lambda: _has_instances(client, "tiny", 2))
+            prompt = list(range(10, 10 + 16 * 6))  # six full blocks
+            body = {"model": "tiny", "prompt": prompt, "max_tokens": 8, "ignore_eos": True}
+            body["nvext"] = {"extra_fields": ["worker_id"]}
+            first = (await client.post("/v1/completions", json=body)).json()
+            assert first["usage"]["completion_tokens"] == 8
+            served_by = first["nvext"]["worker_id"]["decode_worker_id"]
+
+            async def cached_again() -> bool:  # KV events reach the router asynchronously
+                again = (await client.post("/v1/completions", json=body)).json()
+                cached = again["usage"]["prompt_tokens_details"]["cached_tokens"]
+                worker = again["nvext"]["worker_id"]["decode_worker_id"]
+                return bool(cached >= 16 * 5 and worker == served_by)
+
+            await eventually(cached_again)
+            stream = await client.post(
+                "/v1/chat/completions",
+                json={"model": "tiny", "messages": MESSAGES, "max_tokens": 5, "stream": True},
+            )
+            events = [e for e in stream.text.split("\n\n") if e]
+            assert events[-1] == "data: [DONE]"
+            assert json.loads(events[-2][6:])["choices"][0]["finish_reason"] == "length"
+    finally:
+        await frontend.stop()
+        for worker in workers:
+            await worker.stop()

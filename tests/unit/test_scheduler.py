@@ -55,7 +55,7 @@ def test_decoding_requests_take_one_token_of_the_budget_each() -> None:
     long = _seq("p", 10240, 2, 64, start=50_000)
     sched.add(long)
     plan = sched.schedule()
-    assert plan.work[decoding].is_decode and plan.work[decoding].num_tokens == 1
+    assert plan.decoding() == [decoding] and plan.work[decoding].num_tokens == 1
     assert plan.work[long].num_tokens == 8191  # Dynamo 1.6.1 replay: chunk of 8191 here
     assert plan.decode_kv_tokens() == 1025
 

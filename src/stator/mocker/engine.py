@@ -8,7 +8,8 @@
 
 A step's outputs are all produced at its end: every request that decodes gets one token, every
 request whose prefill completes gets its first token. A step lasts prefill time plus decode time
-(``stator.mocker.timing``); decode time counts only requests that were already decoding.
+(``stator.mocker.timing``); decode time counts only requests emitting a token that is not their
+first.
 
 Offline replay passes ``horizon_ms`` (the next moment something outside the engine happens): when
 only decoding requests run, the engine then fuses consecutive decode steps into one result that
@@ -195,7 +196,7 @@ class MockEngine:
         plan = self.scheduler.schedule()
         count, total_isl, total_prefix = plan.prefill_shape()
         duration = self.timing.prefill_ms(count, total_isl, total_prefix)
-        if plan.num_decode:
+        if plan.decoding():
             duration += self.timing.decode_ms(plan.decode_kv_tokens())
         outputs = [self._reject(seq) for seq in plan.rejected]
         outputs.extend(self._emit(seq, 0) for seq in plan.emitting())
@@ -247,7 +248,7 @@ class MockEngine:
         for _ in range(max_passes):
             if ends and t >= horizon_ms:
                 break
-            u = kv_tokens / capacity
+            u = kv_tokens / capacity if kv_tokens < capacity else 1.0
             ms = DECODE_A * u * u + DECODE_B * u + DECODE_C
             t += (ms if ms > MIN_DECODE_MS else MIN_DECODE_MS) * scale
             kv_tokens += n

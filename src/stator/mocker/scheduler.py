@@ -35,7 +35,6 @@ class _Work:
     seq: Sequence
     num_tokens: int  # tokens computed this step
     computed_before: int
-    is_decode: bool
 
 
 @dataclass(slots=True)
@@ -44,7 +43,7 @@ class StepPlan:
 
     ``work``: scheduled requests in running order. ``batch_count``/``total_isl``/
     ``total_prefix``: prefill batch shape for the timing model (prompt tokens only).
-    ``decode_kv_tokens``: sum of the decoding requests' sequence lengths. ``admitted``,
+    ``decode_kv_tokens``: sum of the decode batch's sequence lengths. ``admitted``,
     ``preempted``, ``rejected``: requests that entered, left (to the queue) or can never fit.
     """
 
@@ -54,10 +53,13 @@ class StepPlan:
     preempted: list[Sequence] = field(default_factory=list)
     rejected: list[Sequence] = field(default_factory=list)
 
-    @property
-    def num_decode(self) -> int:
-        """Requests that decode one token this step."""
-        return sum(1 for w in self.work.values() if w.is_decode)
+    def decoding(self) -> list[Sequence]:
+        """The decode batch: requests that emit a token which is not their first (a request
+        finishing its prompt prefill emits its first token without joining it; one resuming
+        after a preemption does join it, as in Dynamo 1.6.1's replay)."""
+        return [
+            s for s in self.work if s.num_output_tokens and s.num_computed_tokens == s.num_tokens
+        ]
 
     def prefill_shape(self) -> tuple[int, int, int]:
         """``(batch_count, total_isl, total_prefix)`` over requests that prefill prompt tokens."""
@@ -74,7 +76,7 @@ class StepPlan:
 
     def decode_kv_tokens(self) -> int:
         """KV tokens of the decode batch (each decoding request's full length)."""
-        return sum(w.seq.num_tokens for w in self.work.values() if w.is_decode)
+        return sum(seq.num_tokens for seq in self.decoding())
 
     def emitting(self) -> list[Sequence]:
         """Requests whose every known token is computed after this step (they emit a token)."""
@@ -148,7 +150,7 @@ class Scheduler:
             self._preempt(victim, plan)
             if victim is seq:
                 return _Outcome.PREEMPTED
-        self._commit(seq, plan, before, num, is_decode=seq.is_decoding)
+        self._commit(seq, plan, before, num)
         return _Outcome.SCHEDULED
 
     def _pick_victim(self) -> Sequence | None:
@@ -198,12 +200,10 @@ class Scheduler:
                 seq.num_cached_tokens = min(cached, seq.num_prompt_tokens)
             seq.max_cached_tokens = max(seq.max_cached_tokens, cached)
             plan.admitted.append(seq)
-            self._commit(seq, plan, cached, num, is_decode=False)
+            self._commit(seq, plan, cached, num)
 
-    def _commit(
-        self, seq: Sequence, plan: StepPlan, before: int, num: int, *, is_decode: bool
-    ) -> None:
+    def _commit(self, seq: Sequence, plan: StepPlan, before: int, num: int) -> None:
         seq.num_computed_tokens = before + num
         self.kv.cache_computed(seq)
-        plan.work[seq] = _Work(seq, num, before, is_decode)
+        plan.work[seq] = _Work(seq, num, before)
         plan.budget -= num

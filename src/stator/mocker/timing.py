@@ -8,7 +8,8 @@ Formulas and coefficients are NVIDIA Dynamo's polynomial mocker model
   ``batch_count * (mean_isl - mean_prefix)`` with integer means, as Dynamo's scheduler reduces a
   batch (``predict_prefill_duration`` in ``scheduler/vllm/core.rs``);
 - decode step: ``max(1, -25.74 * u**2 + 54.01 * u + 5.74)`` with ``u`` the decode batch's KV
-  tokens (sum of its sequence lengths) over the worker's KV capacity in tokens.
+  tokens (sum of its sequence lengths) over the worker's KV capacity in tokens, at most 1 (shared
+  prefix blocks make the sum exceed the capacity; Dynamo 1.6.1's replay caps it).
 
 Prefill is divided by ``speedup_ratio``; decode by ``speedup_ratio * decode_speedup_ratio``. A step
 that prefills and decodes takes the sum of both (measured against Dynamo 1.6.1's replay).
@@ -69,5 +70,5 @@ class TimingModel:
     def decode_ms(self, decode_kv_tokens: int) -> float:
         """Decode time (ms) of a step whose decoding requests hold ``decode_kv_tokens`` tokens
         (sum of their sequence lengths). Callers skip it when no request decodes."""
-        u = decode_kv_tokens / self.total_kv_tokens
+        u = min(1.0, decode_kv_tokens / self.total_kv_tokens)
         return decode_poly_ms(u) / (self.speedup_ratio * self.decode_speedup_ratio)

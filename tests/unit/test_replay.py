@@ -41,11 +41,11 @@ def _row(ts: float, isl: int, osl: int, ids: list[int]) -> dict[str, object]:
 
 def _replay(
     tmp_path: Path, rows: list[dict[str, object]], workers: int = 1, mode: str = "round-robin",
-    fuse: bool = True,
+    fuse: bool = True, config: MockerConfig | None = None,
 ) -> ReplayResult:  # fmt: skip
     path = tmp_path / "trace.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    config = MockerConfig()
+    config = config or MockerConfig()
     router = make_router_core(mode, config.block_size, 0)
     options = ReplayOptions(
         num_workers=workers, record_kv_events=mode == "kv", fuse_decode_steps=fuse
@@ -76,6 +76,19 @@ def test_prefix_computed_by_an_earlier_chunk_is_reused_like_dynamo(tmp_path: Pat
     ttfts = [r.ttft_ms for r in result.records]
     assert ttfts == [pytest.approx(425.224, abs=1e-3), pytest.approx(415.224, abs=1e-3)]
     assert result.summary(0.0)["prefix_cache_reused_ratio"] == pytest.approx(0.1975)
+
+
+def test_preemption_and_resumption_match_dynamo(tmp_path: Path) -> None:
+    # 512 blocks of 128 tokens: two 30000-token prompts decoding 4000 tokens each run out of
+    # blocks; the newer one is preempted, waits, and resumes on its surviving cached prefix.
+    rows = [_row(0, 30000, 4000, list(range(60))), _row(0, 30000, 4000, list(range(100, 160)))]
+    config = MockerConfig(block_size=128, num_gpu_blocks=512)
+    summary = _replay(tmp_path, rows, config=config).summary(0.0)
+    assert summary["mean_ttft_ms"] == pytest.approx(1010.2877575, abs=1e-4)
+    assert summary["mean_itl_ms"] == pytest.approx(35.75699295786443, abs=1e-6)
+    assert summary["mean_e2e_latency_ms"] == pytest.approx(144002.502596, abs=1e-3)
+    assert summary["prefix_cache_reused_ratio"] == pytest.approx(0.5248)
+    assert summary["duration_ms"] == pytest.approx(160410.612315, abs=1e-3)
 
 
 def test_round_robin_spreads_requests_in_arrival_order(tmp_path: Path) -> None:

@@ -7,17 +7,20 @@ leases every 500 ms). Lease ids are chosen here, at random in ``[1, 2**53 - 1]``
 lease id doubles as a JSON-safe instance id and survives a re-grant.
 
 Reconnection: the refresh task notices when etcd is unreachable (etcd restarted, network
-lost) and retries every ``retry_interval_s`` (rotating through the endpoints). Once etcd answers
-again, a lease that is gone (it expired during the outage, or etcd lost its data) is granted
-again with the same id and every key this process put under it is written again, so instances
-re-register by themselves. Watches restart on their own with a consistent snapshot (see
-``etcd_watch``). Reads and writes during an outage raise ``TransportError``.
+lost) and retries every ``retry_interval_s`` (rotating through the endpoints); every call waits
+up to ``rpc_timeout_s`` for the connection (gRPC ``waitForReady``), so calls made while etcd is
+coming back succeed once it is there. Once etcd answers again, a lease that is gone (it expired
+during the outage, or etcd lost its data) is granted again with the same id and every key this
+process put under it is written again, so instances re-register by themselves. Watches restart
+on their own with a consistent snapshot (see ``etcd_watch``). Reads and writes during an outage
+raise ``TransportError`` after ``rpc_timeout_s``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import math
 import secrets
@@ -57,6 +60,9 @@ GRPC_OPTIONS = {
     "grpc.keepalive_time_ms": 10_000,
     "grpc.keepalive_timeout_ms": 5_000,
     "grpc.keepalive_permit_without_calls": 1,
+    # calls wait (up to their deadline) for the channel to connect instead of failing at once
+    # while it is between reconnection attempts, e.g. just after etcd came back
+    "grpc.service_config": json.dumps({"methodConfig": [{"name": [{}], "waitForReady": True}]}),
 }
 """gRPC channel options of the etcd client."""
 
@@ -153,10 +159,14 @@ class EtcdDiscovery(Discovery):
         self._closed = True
         await self._stop_background()
         for lease in list(self._leases.values()):
-            try:
-                await self._call(_revoke_call(lease.id), "revoke a lease")
-            except TransportError as exc:
-                log.warning("%s; keys of lease %x expire within its TTL", exc, lease.id)
+            try:  # a short deadline: an unreachable etcd must not hold up a shutdown
+                await asyncio.wait_for(self._call(_revoke_call(lease.id), "revoke"), 1.0)
+            except (TransportError, TimeoutError) as exc:
+                log.warning(
+                    "etcd lease %x not revoked (%s); its keys expire within its TTL",
+                    lease.id,
+                    exc or "timed out",
+                )
         self._leases.clear()
         self._owned.clear()
         await self._close_client()
@@ -303,7 +313,7 @@ class EtcdDiscovery(Discovery):
             try:
                 for lease in list(self._leases.values()):
                     await self._refresh(lease)
-            except ETCD_ERRORS as exc:
+            except Exception as exc:  # etcd errors, or anything else: never stop refreshing
                 if healthy:
                     log.warning(
                         "etcd at %s is unreachable (%s); retrying every %.1f s",

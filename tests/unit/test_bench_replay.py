@@ -1,68 +1,14 @@
 import json
 from pathlib import Path
 
-import httpx
 import pytest
 
 from stator.bench.compare import compare_table, load_summary
-from stator.bench.live_request import send_streaming_completion
-from stator.bench.replay import build_report, build_requests
+from stator.bench.replay import build_requests
 from stator.bench.replay_config import config_from_args, parse
-from stator.bench.schedule import ScheduledRequest, run_schedule
 from stator.bench.synthetic import SyntheticSpec, scale_trace, synthetic_trace
 from stator.bench.trace import TraceRequest
 from stator.errors import ConfigError
-
-
-def _sse(chunks: list[dict], done: bool = True) -> bytes:
-    lines = [f"data: {json.dumps(c)}\n\n" for c in chunks]
-    return ("".join(lines) + ("data: [DONE]\n\n" if done else "")).encode()
-
-
-def _stream_handler(num_tokens: int, cached: int, done: bool = True):
-    def handler(request: httpx.Request) -> httpx.Response:
-        body = json.loads(request.content)
-        assert body["stream"] is True and body["stream_options"] == {"include_usage": True}
-        chunks = [
-            {"choices": [{"index": 0, "text": f"t{i}"}], "usage": None} for i in range(num_tokens)
-        ]
-        usage = {
-            "prompt_tokens": len(body["prompt"]),
-            "completion_tokens": num_tokens,
-            "total_tokens": len(body["prompt"]) + num_tokens,
-            "prompt_tokens_details": {"cached_tokens": cached},
-        }
-        chunks.append({"choices": [], "usage": usage})
-        return httpx.Response(
-            200, content=_sse(chunks, done), headers={"content-type": "text/event-stream"}
-        )
-
-    return handler
-
-
-async def test_streaming_completion_records_times_and_usage() -> None:
-    transport = httpx.MockTransport(_stream_handler(5, cached=64))
-    async with httpx.AsyncClient(transport=transport, base_url="http://x") as http:
-        res = await send_streaming_completion(http, 0, {"prompt": list(range(128))}, 0.0)
-    assert res.ok
-    rec = res.record
-    assert (rec.input_tokens, rec.output_tokens, rec.cached_tokens) == (128, 5, 64)
-    assert rec.completed and rec.ttft_ms is not None and rec.e2e_ms is not None
-    assert rec.e2e_ms >= rec.ttft_ms >= 0
-    assert res.itl_ms is not None and res.itl_ms >= 0
-
-
-async def test_http_error_and_truncated_stream_are_reported_not_raised() -> None:
-    def refuse(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(503, json={"error": {"message": "busy"}})
-
-    async with httpx.AsyncClient(transport=httpx.MockTransport(refuse), base_url="http://x") as h:
-        res = await send_streaming_completion(h, 0, {"prompt": [1]}, 0.0)
-    assert res.status == "503" and "busy" in (res.error or "")
-    transport = httpx.MockTransport(_stream_handler(3, 0, done=False))
-    async with httpx.AsyncClient(transport=transport, base_url="http://x") as h:
-        res = await send_streaming_completion(h, 0, {"prompt": [1]}, 0.0)
-    assert res.status == "incomplete" and not res.record.completed
 
 
 def test_synthetic_trace_shares_group_prefixes() -> None:
@@ -136,20 +82,6 @@ def test_trace_and_synthetic_are_exclusive() -> None:
     args, parser = parse([])
     with pytest.raises(SystemExit):
         config_from_args(args, parser)
-
-
-async def test_schedule_and_report() -> None:
-    transport = httpx.MockTransport(_stream_handler(4, cached=10))
-    reqs = [ScheduledRequest(0.01 * i, {"prompt": list(range(20))}) for i in range(5)]
-    results, wall = await run_schedule("http://x", reqs, progress=False, transport=transport)
-    assert wall >= 0.04
-    args, parser = parse(["--synthetic"])
-    report = build_report(config_from_args(args, parser), "m", results, wall)
-    s = report["summary"]
-    assert s["num_requests"] == 5 and s["completed_requests"] == 5
-    assert s["prefix_cache_reused_ratio"] == pytest.approx(0.5)
-    assert s["errors_by_status"] == {}
-    assert s["total_output_tokens"] == 20
 
 
 def test_compare_table(tmp_path: Path) -> None:

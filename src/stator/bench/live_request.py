@@ -9,14 +9,34 @@ the offline replay report).
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
+import aiohttp
+import msgspec
 
 from stator.bench.report import RequestRecord
+
+_DONE = b"[DONE]"
+_EMPTY_TEXT = (b'"text":""', b'"text": ""')
+_USAGE_OR_ERROR = (b'"usage":{', b'"usage": {', b'"error"')
+
+
+class _Usage(msgspec.Struct):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    prompt_tokens_details: dict[str, Any] | None = None
+
+
+class _Chunk(msgspec.Struct):
+    """The fields of an SSE chunk the benchmark reads (everything else is skipped)."""
+
+    usage: _Usage | None = None
+    error: Any = None
+
+
+_decode_chunk = msgspec.json.Decoder(_Chunk).decode
 
 
 @dataclass(slots=True)
@@ -39,54 +59,60 @@ class RequestResult:
 
 
 async def send_streaming_completion(
-    http: httpx.AsyncClient, index: int, body: dict[str, Any], run_start_s: float
+    http: aiohttp.ClientSession, index: int, body: dict[str, Any], run_start_s: float
 ) -> RequestResult:
     """POST ``body`` (``stream: true`` and ``include_usage`` forced) to ``/v1/completions``.
 
     Never raises for HTTP or transport errors: they come back as the result's ``status``.
     """
-    body = {**body, "stream": True, "stream_options": {"include_usage": True}}
+    payload = msgspec.json.encode(
+        {**body, "stream": True, "stream_options": {"include_usage": True}}
+    )
     start = time.perf_counter()
     record = RequestRecord(arrival_ms=(start - run_start_s) * 1e3, input_tokens=0)
     result = RequestResult(index=index, status="ok", record=record)
+    headers = {"content-type": "application/json"}
     try:
-        async with http.stream("POST", "/v1/completions", json=body) as response:
-            if response.status_code != 200:
-                result.status = str(response.status_code)
-                result.error = (await response.aread()).decode(errors="replace")[:500]
+        async with http.post("/v1/completions", data=payload, headers=headers) as response:
+            if response.status != 200:
+                result.status = str(response.status)
+                result.error = (await response.read()).decode(errors="replace")[:500]
                 return result
             done = await _consume(response, result)
-    except httpx.HTTPError as exc:
+    except (aiohttp.ClientError, TimeoutError) as exc:
         result.status, result.error = type(exc).__name__, str(exc)[:500]
         return result
     _finish(result, run_start_s, done)
     return result
 
 
-async def _consume(response: httpx.Response, result: RequestResult) -> bool:
-    async for line in response.aiter_lines():
-        if not line.startswith("data: "):
+async def _consume(response: aiohttp.ClientResponse, result: RequestResult) -> bool:
+    async for raw in response.content:
+        if not raw.startswith(b"data: "):
             continue
-        data = line[6:]
-        if data == "[DONE]":
+        data = raw[6:].rstrip()
+        if data == _DONE:
             return True
-        chunk = json.loads(data)
-        if chunk.get("error"):
-            result.status, result.error = "stream_error", str(chunk["error"])[:500]
-            return False
-        if any(c.get("text") for c in chunk.get("choices") or ()):
+        if b'"text"' in data and not any(e in data for e in _EMPTY_TEXT):
             result._last_s = time.perf_counter()
             result._first_s = result._first_s or result._last_s
-        if chunk.get("usage"):
-            _take_usage(result.record, chunk["usage"])
+        wanted = any(marker in data for marker in _USAGE_OR_ERROR)
+        if wanted and not _take_chunk(result, data):
+            return False
     return False
 
 
-def _take_usage(record: RequestRecord, usage: dict[str, Any]) -> None:
-    record.input_tokens = int(usage.get("prompt_tokens") or 0)
-    record.output_tokens = int(usage.get("completion_tokens") or 0)
-    details = usage.get("prompt_tokens_details") or {}
-    record.cached_tokens = int(details.get("cached_tokens") or 0)
+def _take_chunk(result: RequestResult, data: bytes) -> bool:
+    """Read usage or an error from a chunk; False when the stream carried an error."""
+    chunk = _decode_chunk(data)
+    if chunk.error:
+        result.status, result.error = "stream_error", str(chunk.error)[:500]
+        return False
+    if chunk.usage is not None:
+        rec, usage = result.record, chunk.usage
+        rec.input_tokens, rec.output_tokens = usage.prompt_tokens, usage.completion_tokens
+        rec.cached_tokens = int((usage.prompt_tokens_details or {}).get("cached_tokens") or 0)
+    return True
 
 
 def _finish(result: RequestResult, run_start_s: float, done: bool) -> None:

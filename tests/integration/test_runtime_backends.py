@@ -46,6 +46,7 @@ BACKENDS = {
     "etcd+tcp+zmq": ("etcd", "tcp", "zmq"),
     "mem+nats+nats": ("mem", "nats", "nats"),
     "etcd+nats+nats": ("etcd", "nats", "nats"),
+    "file+nats+zmq": ("file", "nats", "zmq"),
 }
 
 
@@ -66,6 +67,8 @@ async def make_runtime(
         "request_plane": plane,
         "event_plane": events,
     }
+    if discovery == "file":
+        settings["discovery_dir"] = str(request.getfixturevalue("tmp_path") / "discovery")
     if discovery == "etcd":
         etcd: EtcdServer = request.getfixturevalue("etcd_server")
         await wipe_etcd(etcd.url)

@@ -6,9 +6,9 @@ client granted (``window`` chunks), as on the tcp plane. Failure detection:
 
 - no subscriber for the request subject → NATS's 503 on the reply subject → ``NoInstanceError``;
 - a server silent for ``probe_interval_s`` while streams to it are open is probed
-  (``P.ping``); no responders (its process is gone) or no answer within ``probe_timeout_s`` →
-  ``InstanceLostError`` for its streams (a SIGKILLed server is noticed within about
-  ``2 * probe_interval_s``);
+  (``nats_liveness``); no responders (its process is gone) or no answer within
+  ``probe_timeout_s`` → ``InstanceLostError`` for its streams (a SIGKILLed server is noticed
+  within about ``2 * probe_interval_s``);
 - the NATS connection drops → ``InstanceLostError`` for every open stream.
 """
 
@@ -17,10 +17,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections import deque
-from collections.abc import AsyncGenerator, Coroutine
-from typing import Any
+from collections.abc import AsyncGenerator
 
 import nats.errors
 from nats.aio.client import Client as NatsClient
@@ -51,6 +49,7 @@ from stator.runtime.request_plane.framing import (
     Request,
     encode_frame,
 )
+from stator.runtime.request_plane.nats_liveness import Liveness
 from stator.runtime.request_plane.nats_outbox import Outbox
 from stator.runtime.request_plane.nats_subjects import (
     CONTROL_TOKEN,
@@ -144,9 +143,7 @@ class NatsRequestPlaneClient(RequestPlaneClient):
         self._connecting: asyncio.Task[None] | None = None
         self._streams: dict[int, _Stream] = {}
         self._next_stream_id = 1
-        self._last_heard: dict[str, float] = {}  # server prefix → monotonic s
-        self._probing: set[str] = set()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._liveness: Liveness | None = None
         self._decoder = frame_decoder()
         self._closed = False
 
@@ -200,10 +197,12 @@ class NatsRequestPlaneClient(RequestPlaneClient):
             return
         self._closed = True
         self._fail(list(self._streams.values()), InstanceLostError("request-plane client closed"))
-        for task in list(self._tasks):
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        if self._connecting is not None and not self._connecting.done():
+            self._connecting.cancel()
+            with contextlib.suppress(BaseException):
+                await self._connecting
+        if self._liveness is not None:
+            await self._liveness.close()
         if self._outbox is not None:
             await self._outbox.close()
         if self._nc is not None:
@@ -223,7 +222,8 @@ class NatsRequestPlaneClient(RequestPlaneClient):
             except StatorError as exc:
                 self._connecting = None
                 raise NoInstanceError(str(exc)) from exc
-        assert self._nc is not None
+        if self._nc is None:  # the connecting task failed without an error (cannot happen)
+            raise NoInstanceError(f"not connected to NATS at {self._url}")
         return self._nc
 
     async def _connect(self) -> None:
@@ -237,7 +237,13 @@ class NatsRequestPlaneClient(RequestPlaneClient):
         self._outbox = Outbox(lambda s, b, r: nc.publish(s, b, reply=r))
         await nc.subscribe(f"{self._inbox}.*", cb=self._on_msg)
         self._nc = nc
-        self._spawn(self._monitor_servers())
+        self._liveness = Liveness(
+            self._ping,
+            lambda: {s.prefix for s in self._streams.values()},
+            self._lose,
+            interval_s=self._probe_interval_s,
+            timeout_s=self._probe_timeout_s,
+        )
 
     async def _publish_request(
         self, nc: NatsClient, subject: str, body: bytes, stream: _Stream
@@ -259,7 +265,6 @@ class NatsRequestPlaneClient(RequestPlaneClient):
         self._next_stream_id += 1
         stream = _Stream(sid, address, prefix, self._window)
         self._streams[sid] = stream
-        self._last_heard.setdefault(prefix, time.monotonic())
         return stream
 
     def _consumed(self, stream: _Stream) -> None:
@@ -320,7 +325,8 @@ class NatsRequestPlaneClient(RequestPlaneClient):
         stream = self._streams.get(frame.stream_id)
         if stream is None:
             return
-        self._last_heard[stream.prefix] = time.monotonic()
+        if self._liveness is not None:
+            self._liveness.heard(stream.prefix)
         kind = type(frame)
         if kind is Data:
             stream.chunks.append(frame.payload)  # type: ignore[union-attr]
@@ -339,33 +345,10 @@ class NatsRequestPlaneClient(RequestPlaneClient):
 
     # -- liveness -----------------------------------------------------------------------------
 
-    async def _monitor_servers(self) -> None:
-        while True:
-            await asyncio.sleep(self._probe_interval_s)
-            now = time.monotonic()
-            servers = {s.prefix for s in self._streams.values()}
-            for prefix in list(self._last_heard):
-                if prefix not in servers:
-                    del self._last_heard[prefix]
-            for prefix in servers - self._probing:
-                if now - self._last_heard.get(prefix, now) >= self._probe_interval_s:
-                    self._probing.add(prefix)
-                    self._spawn(self._probe(prefix))
-
-    async def _probe(self, prefix: str) -> None:
-        """Ask the server if it is alive; fail its streams if it is not."""
-        try:
-            assert self._nc is not None
-            await self._nc.request(f"{prefix}.{PING_TOKEN}", b"", timeout=self._probe_timeout_s)
-            self._last_heard[prefix] = time.monotonic()
-        except nats.errors.NoRespondersError:
-            self._lose(prefix, "it stopped responding (no responders)")
-        except nats.errors.TimeoutError:
-            self._lose(prefix, f"no answer to a liveness probe within {self._probe_timeout_s} s")
-        except Exception as exc:  # NATS reconnecting: the disconnect callback handles it
-            log.debug("liveness probe of %s failed: %s", prefix, exc)
-        finally:
-            self._probing.discard(prefix)
+    async def _ping(self, prefix: str, timeout_s: float) -> object:
+        if self._nc is None:
+            raise RuntimeError("not connected")
+        return await self._nc.request(f"{prefix}.{PING_TOKEN}", b"", timeout=timeout_s)
 
     def _lose(self, prefix: str, why: str) -> None:
         streams = [s for s in self._streams.values() if s.prefix == prefix]
@@ -377,11 +360,6 @@ class NatsRequestPlaneClient(RequestPlaneClient):
         if not self._closed:
             error = InstanceLostError(f"connection to NATS at {self._url} lost")
             self._fail(list(self._streams.values()), error)
-
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
 
 def _map_error(address: str, frame: Error) -> StatorError:

@@ -3,8 +3,8 @@
 One subscription ``P.>`` (``P``: this server's prefix, see ``nats_subjects``) carries requests,
 control frames and pings in arrival order. Each ``Request`` starts a handler task whose chunks go
 back as ``Data`` frames to the client's ``I.f``, one credit each (the flow control of
-``framing``). A client that stops answering liveness probes (process gone) has its streams
-cancelled, so a dead client never leaves handlers suspended.
+``framing``). A client that stops answering liveness probes (``nats_liveness``: its process is
+gone) has its streams cancelled, so a dead client never leaves handlers suspended.
 """
 
 from __future__ import annotations
@@ -12,11 +12,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-import nats.errors
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
@@ -37,6 +35,7 @@ from stator.runtime.request_plane.framing import (
     FrameError,
     Request,
 )
+from stator.runtime.request_plane.nats_liveness import Liveness
 from stator.runtime.request_plane.nats_outbox import Outbox
 from stator.runtime.request_plane.nats_subjects import (
     CONTROL_TOKEN,
@@ -127,14 +126,11 @@ class NatsRequestPlaneServer(RequestPlaneServer):
         self._prefix = new_server_prefix()
         self._handlers: dict[str, RawHandler] = {}
         self._streams: dict[StreamKey, _Stream] = {}
-        self._last_heard: dict[str, float] = {}  # client inbox → monotonic s
-        self._probing: set[str] = set()
-        self._probes: set[asyncio.Task[None]] = set()
+        self._liveness: Liveness | None = None
         self._decoder = frame_decoder()
         self._nc: NatsClient | None = None
         self._sub: Any = None
         self._outbox: Outbox | None = None
-        self._monitor: asyncio.Task[None] | None = None
         self._max_chunk_bytes = 0
         self._stopping = False
 
@@ -157,7 +153,13 @@ class NatsRequestPlaneServer(RequestPlaneServer):
         self._outbox = Outbox(lambda s, b, r: nc.publish(s, b, reply=r))
         self._sub = await nc.subscribe(f"{self._prefix}.>", cb=self._on_msg)
         await nc.flush()  # the subscription is live before anyone learns our address
-        self._monitor = asyncio.create_task(self._monitor_clients(), name="nats-server-probes")
+        self._liveness = Liveness(
+            self._ping,
+            lambda: {inbox for inbox, _ in self._streams},
+            self._client_lost,
+            interval_s=self._probe_interval_s,
+            timeout_s=self._probe_timeout_s,
+        )
 
     @property
     def transport_address(self) -> str:
@@ -189,10 +191,8 @@ class NatsRequestPlaneServer(RequestPlaneServer):
             return
         self._stopping = True
         await self._drain(drain_timeout_s)
-        for task in [*self._probes, *([self._monitor] if self._monitor else [])]:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        if self._liveness is not None:
+            await self._liveness.close()
         if self._outbox is not None:
             await self._outbox.close()
         if self._nc is not None:
@@ -221,7 +221,7 @@ class NatsRequestPlaneServer(RequestPlaneServer):
             log.warning("dropping a bad request-plane message on %s: %s", msg.subject, exc)
             return
         if token == CONTROL_TOKEN:
-            self._last_heard[msg.reply] = time.monotonic()
+            self._heard(msg.reply)
             for frame in frames:
                 self._control(msg.reply, frame)
         elif len(frames) == 1 and type(frames[0]) is Request:
@@ -253,13 +253,17 @@ class NatsRequestPlaneServer(RequestPlaneServer):
         if handler is None:
             self._send(to, Error(sid, ERR_NO_ENDPOINT, f"no endpoint {request.endpoint!r} here"))
             return
-        self._last_heard[inbox] = time.monotonic()
+        self._heard(inbox)
         stream = _Stream((inbox, sid), RequestContext(request.request_id), max(1, request.window))
         self._streams[stream.key] = stream
         stream.task = asyncio.create_task(self._serve(stream, handler, request.payload, to))
         stream.task.add_done_callback(lambda _: self._stream_done(stream, to))
 
     # -- serving ------------------------------------------------------------------------------
+
+    def _heard(self, inbox: str) -> None:
+        if self._liveness is not None:
+            self._liveness.heard(inbox)
 
     def _send(self, subject: str, frame: Frame) -> None:
         if self._outbox is not None:
@@ -319,41 +323,16 @@ class NatsRequestPlaneServer(RequestPlaneServer):
 
     # -- liveness -----------------------------------------------------------------------------
 
-    async def _monitor_clients(self) -> None:
-        while True:
-            await asyncio.sleep(self._probe_interval_s)
-            now = time.monotonic()
-            clients = {inbox for inbox, _ in self._streams}
-            for inbox in list(self._last_heard):
-                if inbox not in clients:
-                    del self._last_heard[inbox]
-            for inbox in clients - self._probing:
-                if now - self._last_heard.get(inbox, now) >= self._probe_interval_s:
-                    self._probing.add(inbox)
-                    task = asyncio.create_task(self._probe(inbox))
-                    self._probes.add(task)
-                    task.add_done_callback(self._probes.discard)
+    async def _ping(self, inbox: str, timeout_s: float) -> object:
+        if self._nc is None:
+            raise RuntimeError("not connected")
+        return await self._nc.request(f"{inbox}.{PING_TOKEN}", b"", timeout=timeout_s)
 
-    async def _probe(self, inbox: str) -> None:
-        """Ask the client if it is alive; cancel its streams if it is not."""
-        try:
-            assert self._nc is not None
-            await self._nc.request(f"{inbox}.{PING_TOKEN}", b"", timeout=self._probe_timeout_s)
-            self._last_heard[inbox] = time.monotonic()
-        except (nats.errors.NoRespondersError, nats.errors.TimeoutError) as exc:
-            reason = (
-                "no responders"
-                if isinstance(exc, nats.errors.NoRespondersError)
-                else (f"no answer within {self._probe_timeout_s} s")
-            )
-            log.info("request-plane client %s is gone (%s); cancelling its streams", inbox, reason)
-            for key, stream in list(self._streams.items()):
-                if key[0] == inbox:
-                    stream.cancel(f"client gone ({reason})", notify_client=True)
-        except Exception as exc:  # NATS reconnecting: try again at the next round
-            log.debug("liveness probe of %s failed: %s", inbox, exc)
-        finally:
-            self._probing.discard(inbox)
+    def _client_lost(self, inbox: str, why: str) -> None:
+        log.info("request-plane client %s is gone (%s); cancelling its streams", inbox, why)
+        for key, stream in list(self._streams.items()):
+            if key[0] == inbox:
+                stream.cancel(f"client gone: {why}", notify_client=True)
 
     async def _on_disconnect(self) -> None:
         if self._stopping or self._nc is None:

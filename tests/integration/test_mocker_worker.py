@@ -120,6 +120,9 @@ def request(prompt: list[int], max_tokens: int, **kw: object) -> PreprocessedReq
     )
 
 
+CONTEXT_LENGTH = 2048  # --max-model-len of the workers in the bad-request test (tokens)
+
+
 def prompt_of(n: int, salt: int = 0) -> list[int]:
     return [(i * 7 + salt * 131 + 3) % 4000 for i in range(n)]
 
@@ -310,8 +313,8 @@ async def test_timing_roughly_follows_the_model(cluster: Cluster) -> None:
     [
         (request([1, 2, 99999], max_tokens=4), "InvalidRequestError"),
         (request([], max_tokens=4), "InvalidRequestError"),
-        (request(list(range(3000)), max_tokens=4), "ContextLengthError"),
-        (request(prompt_of(2000), max_tokens=100), "ContextLengthError"),
+        (request(prompt_of(CONTEXT_LENGTH + 1), max_tokens=4), "ContextLengthError"),
+        (request(prompt_of(CONTEXT_LENGTH - 48), max_tokens=100), "ContextLengthError"),
         (request(prompt_of(10), max_tokens=-1), "InvalidRequestError"),
         (
             request(prompt_of(10), max_tokens=4, sampling_options=SamplingOptions(top_p=0.0)),
@@ -322,7 +325,7 @@ async def test_timing_roughly_follows_the_model(cluster: Cluster) -> None:
 async def test_bad_request_fails_with_status_400(
     cluster: Cluster, req: PreprocessedRequest, remote_type: str
 ) -> None:
-    await cluster.worker()
+    await cluster.worker(max_model_len=CONTEXT_LENGTH)
     client = await cluster.client()
     with pytest.raises(RemoteHandlerError) as info:
         await collect(client, req)

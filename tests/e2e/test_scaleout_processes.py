@@ -24,6 +24,7 @@ from stator.runtime.config import RuntimeConfig
 from stator.runtime.discovery import keys
 from stator.runtime.runtime import DistributedRuntime
 from stator.testing.services import EtcdServer, NatsServer
+from tests.service_fixtures import ETCD_MISSING, require_binary
 
 SCRIPT = Path(__file__).with_name("scaleout_proc.py")
 ENDPOINT = EndpointAddress.parse("dyn://e2e.worker.generate")
@@ -164,6 +165,7 @@ async def test_worker_keeps_serving_and_stays_registered_across_an_etcd_restart(
 async def test_worker_re_registers_when_etcd_comes_back_empty(spawn: Spawn, tmp_path: Path) -> None:
     """etcd restarted without its data (same URL): the worker grants its lease again with the
     same id and re-puts its keys, and the caller's watch sees it come back."""
+    require_binary("etcd", ETCD_MISSING)
     first = EtcdServer(tmp_path / "etcd-a")
     first.start()
     second = EtcdServer(tmp_path / "etcd-b", ports=(first.client_port, first.peer_port))

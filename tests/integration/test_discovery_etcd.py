@@ -17,6 +17,7 @@ from stator.runtime.discovery.mem_store import MAX_LEASE_ID
 from stator.testing.services import EtcdServer, free_port
 from tests.integration import test_discovery as neutral
 from tests.integration.test_discovery import MakeDiscovery, next_event, wait_until
+from tests.service_fixtures import ETCD_MISSING, require_binary
 
 PUT, DELETE = WatchEventKind.PUT, WatchEventKind.DELETE
 
@@ -114,6 +115,7 @@ async def test_keys_and_watches_survive_an_etcd_restart(restartable_etcd: EtcdSe
 async def test_keys_come_back_after_etcd_loses_its_data(tmp_path: Path) -> None:
     """etcd restarted empty (a new data dir, same port): the worker grants its lease again with
     the same id and re-puts its keys; watchers get DELETEs then PUTs back."""
+    require_binary("etcd", ETCD_MISSING)
     first = EtcdServer(tmp_path / "a")
     first.start()
     worker = EtcdDiscovery([first.url], 2.0, retry_interval_s=0.1)

@@ -77,11 +77,11 @@ def test_split_extra_flags_sends_router_flags_to_frontend() -> None:
     assert eng == ["--speedup-ratio", "10", "--block-size", "16"]
 
 
-def test_serve_flags_build_frontend_and_mocker(tmp_path: Path) -> None:
+def test_serve_flags_build_frontend_and_mocker(tiny_model_dir: Path) -> None:
     cfg = serve_config_from_argv(
         [
             "--model-path",
-            str(tmp_path),
+            str(tiny_model_dir),
             "--num-workers",
             "4",
             "--http-port",
@@ -133,9 +133,23 @@ def test_graph_file_gets_http_port_from_flags(tmp_path: Path) -> None:
     assert cfg.private_dir is None
 
 
-def test_default_model_is_the_tiny_model_with_a_short_name(tmp_path: Path) -> None:
-    cfg = serve_config_from_argv(["--discovery-dir", str(tmp_path)], lambda: tmp_path / "x-v1")
+def test_default_model_is_the_tiny_model_with_a_short_name(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    cfg = serve_config_from_argv(["--discovery-dir", str(tmp_path)], lambda: tiny_model_dir)
     mocker = next(c for c in cfg.graph.components if c.kind == "mocker")
     argv = list(mocker.argv)
-    assert argv[argv.index("--model-path") + 1] == str(tmp_path / "x-v1")
+    assert argv[argv.index("--model-path") + 1] == str(tiny_model_dir)
     assert argv[argv.index("--model-name") + 1] == "stator-tiny-llama"
+
+
+def test_bad_mocker_flag_is_rejected_before_start(tiny_model_dir: Path) -> None:
+    with pytest.raises(SystemExit):
+        serve_config_from_argv(
+            ["--model-path", str(tiny_model_dir), "--block-size", "0"], _no_default
+        )
+
+
+def test_missing_model_dir_is_rejected_before_start(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="--model-path"):
+        serve_config_from_argv(["--model-path", str(tmp_path / "nope")], _no_default)

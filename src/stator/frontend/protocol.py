@@ -463,11 +463,11 @@ def prompt_kind(prompt: Any) -> PromptKind:
             "token-id lists, and must not be empty",
             param="prompt",
         )
+    if _all_tokens(prompt):
+        return "tokens"
     if all(isinstance(p, str) for p in prompt):
         return "texts"
-    if all(_is_token(p) for p in prompt):
-        return "tokens"
-    if all(isinstance(p, list) and p and all(_is_token(t) for t in p) for p in prompt):
+    if all(isinstance(p, list) and p and _all_tokens(p) for p in prompt):
         return "token_lists"
     raise InvalidRequestError(
         "prompt must be a string, a list of strings, a list of token ids or a list of non-empty "
@@ -476,8 +476,9 @@ def prompt_kind(prompt: Any) -> PromptKind:
     )
 
 
-def _is_token(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+def _all_tokens(values: list[Any]) -> bool:
+    """Every value is an ``int`` (not a ``bool``); one C-level pass over the types."""
+    return set(map(type, values)) == {int}
 
 
 def output_limit(request: ChatCompletionRequest | CompletionRequest) -> int | None:

@@ -123,6 +123,8 @@ class Tokenizer:
 
     def invalid_token_ids(self, token_ids: Sequence[int]) -> list[int]:
         """The ids in ``token_ids`` outside ``[0, vocab_size)`` (empty if all are valid)."""
+        if not token_ids or (min(token_ids) >= 0 and max(token_ids) < self.vocab_size):
+            return []
         return [t for t in token_ids if not 0 <= t < self.vocab_size]
 
 

@@ -79,12 +79,23 @@ def _wait_for_workers(cluster: Cluster, model: str, count: int, timeout_s: float
     pytest.fail(f"router did not see {count} workers of {model!r} within {timeout_s} s")
 
 
+def _wait_for_cached_blocks(cluster: Cluster, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        workers = httpx.get(f"{cluster.url}/debug/router", timeout=5).json()["models"][MODEL]
+        if any(w["cached_blocks"] > 0 for w in workers["workers"]):
+            return
+        time.sleep(0.1)
+    pytest.fail(f"the router saw no BlockStored event within {timeout_s} s")
+
+
 def test_requests_sharing_a_long_prefix_go_to_the_same_worker(cluster: Cluster) -> None:
     client = cluster.client()
     before = [started(w) for w in cluster.workers]
     for i in range(5):
         client.completions.create(model=MODEL, prompt=f"{PREFIX} // variant {i}", max_tokens=2)
-        time.sleep(0.3)  # let the first request's BlockStored events reach the router
+        if i == 0:
+            _wait_for_cached_blocks(cluster)  # the first request's BlockStored events
     after = [started(w) for w in cluster.workers]
     served = [a - b for a, b in zip(after, before, strict=True)]
     assert sorted(served) == [0, 5], f"requests per worker: {served}"

@@ -1,3 +1,4 @@
+import sys
 from pathlib import Path
 
 import pytest
@@ -153,3 +154,25 @@ def test_bad_mocker_flag_is_rejected_before_start(tiny_model_dir: Path) -> None:
 def test_missing_model_dir_is_rejected_before_start(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="--model-path"):
         serve_config_from_argv(["--model-path", str(tmp_path / "nope")], _no_default)
+
+
+def test_vllm_engine_uses_its_own_interpreter(tiny_model_dir: Path, tmp_path: Path) -> None:
+    cfg = serve_config_from_argv(
+        ["--engine", "vllm", "--model-path", str(tiny_model_dir), "--num-workers", "2",
+         "--vllm-python", sys.executable, "--dtype", "float32"],
+        _no_default,
+    )  # fmt: skip
+    vllm = next(c for c in cfg.graph.components if c.kind == "vllm")
+    assert vllm.python == sys.executable and vllm.replicas == 2
+    assert vllm.module == "stator.vllm" and "--dtype" in vllm.argv
+    with pytest.raises(ConfigError, match="--vllm-python"):
+        serve_config_from_argv(
+            ["--engine", "vllm", "--model-path", str(tiny_model_dir), "--vllm-python",
+             str(tmp_path / "nope")],
+            _no_default,
+        )  # fmt: skip
+
+
+def test_graph_component_python_must_be_a_path() -> None:
+    with pytest.raises(ConfigError, match="python"):
+        graph_from_dict({"components": [{"kind": "frontend"}, {"kind": "vllm", "python": 3}]})

@@ -50,6 +50,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_flag(p, "--http-port", default=8000, type=bounded(int, lo=0, hi=65535))
     add_flag(p, "--router-mode", default="kv", help="kv | round-robin | random | ...")
     add_flag(p, "--ready-timeout", default=180.0, type=bounded(float, lo=1.0))
+    add_flag(
+        p,
+        "--vllm-python",
+        default=None,
+        help="interpreter for --engine vllm workers (default: .venv-vllm/bin/python if present)",
+    )
     add_runtime_args(p)
     return p
 
@@ -102,7 +108,8 @@ def _graph_from_flags(args: argparse.Namespace, extra: list[str], default_model:
         workers = ComponentSpec("mocker", "mocker", (*engine_argv, *engine_extra))
     else:
         vllm_argv = ("--model", model_path, "--served-model-name", model_name, *engine_extra)
-        workers = ComponentSpec("vllm", "vllm", vllm_argv, replicas=args.num_workers)
+        python = _vllm_python(args.vllm_python)
+        workers = ComponentSpec("vllm", "vllm", vllm_argv, args.num_workers, python)
     return Graph((workers, frontend))
 
 
@@ -124,6 +131,20 @@ def validate_component_flags(graph: Graph, common_argv: list[str]) -> None:
                 config_from_args(mocker_parser().parse_args(argv))
             except ConfigError as exc:
                 raise ConfigError(exc.flag, f"component {spec.name}: {exc.message}") from None
+
+
+def _vllm_python(flag_value: str | None) -> str | None:
+    """``--vllm-python``, else ``.venv-vllm/bin/python`` when it exists, else ``None``.
+
+    Raises:
+        ConfigError: ``--vllm-python`` is not an executable file.
+    """
+    if flag_value is None:
+        default = os.path.join(".venv-vllm", "bin", "python")
+        return os.path.abspath(default) if os.access(default, os.X_OK) else None
+    if not os.access(flag_value, os.X_OK):
+        raise ConfigError("--vllm-python", f"{flag_value} is not an executable interpreter")
+    return flag_value
 
 
 def split_extra_flags(extra: list[str]) -> tuple[list[str], list[str]]:

@@ -11,6 +11,10 @@ A graph comes from ``stator serve`` flags or a YAML file (``stator serve -f grap
         kind: mocker
         replicas: 1                # processes; a mocker process runs --num-workers workers
         args: {model-path: /models/tiny, model-name: tiny, num-workers: 2}
+      - name: big
+        kind: vllm
+        python: .venv-vllm/bin/python   # optional: the interpreter with vLLM installed
+        args: {model: /models/big, served-model-name: big}
 
 ``args`` maps flag names (without ``--``) to values; ``true`` → bare flag, ``false`` →
 ``--no-flag``, a list → the flag repeated.
@@ -36,12 +40,17 @@ COMPONENT_MODULES: dict[str, str] = {
 
 @dataclass(frozen=True, slots=True)
 class ComponentSpec:
-    """One component: ``replicas`` processes of ``python -m COMPONENT_MODULES[kind] argv``."""
+    """One component: ``replicas`` processes of ``python -m COMPONENT_MODULES[kind] argv``.
+
+    ``python``: the interpreter to run it with (``None``: the one running ``stator serve``); vLLM
+    workers usually live in their own virtual environment.
+    """
 
     name: str
     kind: str
     argv: tuple[str, ...] = ()
     replicas: int = 1
+    python: str | None = None
 
     @property
     def module(self) -> str:
@@ -128,7 +137,10 @@ def _component(item: Any, where: str) -> ComponentSpec:
     if not isinstance(args, dict):
         raise ConfigError("-f", f"{where}: args must be a mapping of flag → value")
     name = str(item.get("name") or kind)
-    return ComponentSpec(name, kind, tuple(args_to_argv(args, where)), replicas)
+    python = item.get("python")
+    if python is not None and not isinstance(python, str):
+        raise ConfigError("-f", f"{where}: python must be a path to an interpreter")
+    return ComponentSpec(name, kind, tuple(args_to_argv(args, where)), replicas, python)
 
 
 def _check_names(components: tuple[ComponentSpec, ...], source: str) -> None:

@@ -58,7 +58,7 @@ class Launcher:
                 await self._spawn(name, spec)
 
     async def _spawn(self, name: str, spec: ComponentSpec) -> None:
-        argv = [self._python, "-m", spec.module, *self._common_argv, *spec.argv]
+        argv = [spec.python or self._python, "-m", spec.module, *self._common_argv, *spec.argv]
         proc = await asyncio.create_subprocess_exec(
             *argv,
             stdin=asyncio.subprocess.DEVNULL,

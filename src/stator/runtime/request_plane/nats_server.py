@@ -18,11 +18,10 @@ from typing import Any
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
-from stator.errors import StatorError, TransportError
+from stator.errors import TransportError
 from stator.runtime.nats_connect import DEFAULT_CONNECT_TIMEOUT_S, connect_nats
 from stator.runtime.request_plane.base import RawHandler, RequestContext, RequestPlaneServer
 from stator.runtime.request_plane.framing import (
-    ERR_HANDLER,
     ERR_NO_ENDPOINT,
     ERR_PROTOCOL,
     ERR_STOPPING,
@@ -47,6 +46,7 @@ from stator.runtime.request_plane.nats_subjects import (
     new_server_prefix,
     split_reply,
 )
+from stator.runtime.request_plane.served_stream import ServedStream, error_frame
 
 log = logging.getLogger(__name__)
 
@@ -63,43 +63,7 @@ StreamKey = tuple[str, int]
 """``(client inbox, stream id)``."""
 
 
-class _Stream:
-    """One stream being served: handler task, context, remaining credit (chunks)."""
-
-    __slots__ = (
-        "cancel_reason",
-        "credit",
-        "ctx",
-        "key",
-        "notify_client",
-        "replied",
-        "task",
-        "waiter",
-    )
-
-    def __init__(self, key: StreamKey, ctx: RequestContext, credit: int) -> None:
-        self.key = key
-        self.ctx = ctx
-        self.credit = credit
-        self.waiter: asyncio.Future[None] | None = None
-        self.task: asyncio.Task[None] | None = None
-        self.notify_client = True
-        self.replied = False
-        self.cancel_reason = ""
-
-    def add_credit(self, n: int) -> None:
-        """The client read ``n`` more chunks."""
-        self.credit += n
-        if self.waiter is not None and not self.waiter.done():
-            self.waiter.set_result(None)
-
-    def cancel(self, reason: str, *, notify_client: bool) -> None:
-        """Set the stop signal and cancel the handler task."""
-        self.notify_client = notify_client
-        self.cancel_reason = reason
-        self.ctx.stop()
-        if self.task is not None:
-            self.task.cancel()
+_Stream = ServedStream[StreamKey]
 
 
 class NatsRequestPlaneServer(RequestPlaneServer):
@@ -284,7 +248,7 @@ class NatsRequestPlaneServer(RequestPlaneServer):
             async for chunk in chunks:
                 chunk = _checked_chunk(chunk, self._max_chunk_bytes)
                 if stream.credit <= 0:
-                    await self._wait_credit(stream)
+                    await stream.wait_credit()
                 stream.credit -= 1
                 self._send(to, Data(sid, chunk))
             self._reply(stream, to, End(sid))
@@ -293,22 +257,13 @@ class NatsRequestPlaneServer(RequestPlaneServer):
                 reason = stream.cancel_reason or "cancelled by server"
                 self._reply(stream, to, Cancel(sid, reason))
         except Exception as exc:
-            self._reply(stream, to, _handler_error(sid, exc))
+            self._reply(stream, to, error_frame(sid, exc))
         finally:
             await _close_iterator(chunks)
 
     def _reply(self, stream: _Stream, to: str, frame: Frame) -> None:
         stream.replied = True
         self._send(to, frame)
-
-    async def _wait_credit(self, stream: _Stream) -> None:
-        while stream.credit <= 0:
-            waiter = asyncio.get_running_loop().create_future()
-            stream.waiter = waiter
-            try:
-                await waiter
-            finally:
-                stream.waiter = None
 
     async def _drain(self, drain_timeout_s: float) -> None:
         tasks = [s.task for s in self._streams.values() if s.task is not None]
@@ -355,12 +310,6 @@ def _checked_chunk(chunk: object, max_bytes: int) -> bytes:
     if len(chunk) > max_bytes:
         raise TransportError(f"chunk of {len(chunk)} bytes exceeds NATS max_payload")
     return chunk
-
-
-def _handler_error(stream_id: int, exc: Exception) -> Error:
-    """The ``Error`` frame for a handler exception (keeps a ``StatorError``'s HTTP status)."""
-    status = exc.status_code if isinstance(exc, StatorError) else 500
-    return Error(stream_id, ERR_HANDLER, str(exc) or repr(exc), type(exc).__name__, status)
 
 
 async def _close_iterator(chunks: AsyncIterator[bytes] | None) -> None:

@@ -12,12 +12,10 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 
-from stator.errors import StatorError
 from stator.runtime.request_plane.base import RawHandler, RequestContext, RequestPlaneServer
 from stator.runtime.request_plane.connection import FramedProtocol
 from stator.runtime.request_plane.framing import (
     DEFAULT_MAX_FRAME_BYTES,
-    ERR_HANDLER,
     ERR_NO_ENDPOINT,
     ERR_PROTOCOL,
     ERR_STOPPING,
@@ -30,6 +28,7 @@ from stator.runtime.request_plane.framing import (
     FrameError,
     Request,
 )
+from stator.runtime.request_plane.served_stream import ServedStream, error_frame
 from stator.runtime.request_plane.tcp_address import format_tcp_address
 
 logger = logging.getLogger(__name__)
@@ -38,44 +37,8 @@ _CANCEL_GRACE_S = 5.0
 """After cancelling handlers at the end of a drain, how long to wait for them to unwind (s)."""
 
 
-class _ServerStream:
-    """One stream being served: its handler task, context and remaining credit (chunks)."""
-
-    __slots__ = (
-        "cancel_reason",
-        "credit",
-        "ctx",
-        "notify_client",
-        "replied",
-        "stream_id",
-        "task",
-        "waiter",
-    )
-
-    def __init__(self, stream_id: int, ctx: RequestContext, credit: int) -> None:
-        self.stream_id = stream_id
-        self.ctx = ctx
-        self.credit = credit
-        self.waiter: asyncio.Future[None] | None = None
-        self.task: asyncio.Task[None] | None = None
-        self.notify_client = True
-        self.replied = False
-        self.cancel_reason = ""
-
-    def add_credit(self, n: int) -> None:
-        """The client read ``n`` more chunks: let the handler send ``n`` more."""
-        self.credit += n
-        waiter = self.waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    def cancel(self, reason: str, *, notify_client: bool) -> None:
-        """Stop the handler: set its context's stop signal and cancel its task."""
-        self.notify_client = notify_client
-        self.cancel_reason = reason
-        self.ctx.stop()
-        if self.task is not None:
-            self.task.cancel()
+_ServerStream = ServedStream[int]
+"""A tcp stream is keyed by its stream id on the connection."""
 
 
 class _ServerConnection(FramedProtocol):
@@ -133,21 +96,21 @@ class _ServerConnection(FramedProtocol):
 
     def _stream_done(self, stream: _ServerStream) -> None:
         """Forget a finished stream; a task cancelled before it ran still tells the client."""
-        self.streams.pop(stream.stream_id, None)
+        self.streams.pop(stream.key, None)
         self._server._inflight.discard(stream)
         if not stream.replied and stream.notify_client:
-            self.send(Cancel(stream.stream_id, stream.cancel_reason or "cancelled by server"))
+            self.send(Cancel(stream.key, stream.cancel_reason or "cancelled by server"))
 
     async def _serve(self, stream: _ServerStream, handler: RawHandler, payload: bytes) -> None:
         chunks: AsyncIterator[bytes] | None = None
-        sid = stream.stream_id
+        sid = stream.key
         try:
             chunks = handler(payload, stream.ctx)
             async for chunk in chunks:
                 if type(chunk) is not bytes:
                     chunk = _as_bytes(chunk)
                 if stream.credit <= 0:
-                    await self._wait_credit(stream)
+                    await stream.wait_credit()
                 stream.credit -= 1
                 self.send(Data(sid, chunk))
                 if self.write_paused:
@@ -157,7 +120,7 @@ class _ServerConnection(FramedProtocol):
             if stream.notify_client:
                 self._reply(stream, Cancel(sid, stream.cancel_reason or "cancelled by server"))
         except Exception as exc:
-            self._reply(stream, _handler_error(sid, exc))
+            self._reply(stream, error_frame(sid, exc))
         finally:
             await _close_iterator(chunks)
 
@@ -165,22 +128,6 @@ class _ServerConnection(FramedProtocol):
         """Send the stream's last frame (``End``, ``Error`` or ``Cancel``)."""
         stream.replied = True
         self.send(frame)
-
-    async def _wait_credit(self, stream: _ServerStream) -> None:
-        while stream.credit <= 0:
-            waiter = self._loop.create_future()
-            stream.waiter = waiter
-            try:
-                await waiter
-            finally:
-                stream.waiter = None
-
-
-def _handler_error(stream_id: int, exc: Exception) -> Error:
-    """The ``Error`` frame for a handler exception (keeps a ``StatorError``'s HTTP status)."""
-    status = exc.status_code if isinstance(exc, StatorError) else 500
-    message = str(exc) or repr(exc)
-    return Error(stream_id, ERR_HANDLER, message, type(exc).__name__, status)
 
 
 def _as_bytes(chunk: object) -> bytes:

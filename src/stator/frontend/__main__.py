@@ -6,9 +6,7 @@ in-flight requests finish (a few seconds), then routers, watcher and runtime clo
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import signal
 import sys
 from collections.abc import Sequence
 
@@ -17,6 +15,7 @@ import uvloop
 from stator.errors import ConfigError
 from stator.frontend.config import FrontendConfig, parse_config
 from stator.frontend.service import FrontendService
+from stator.runtime.process import on_stop_signals
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -44,9 +43,7 @@ async def serve(config: FrontendConfig) -> None:
     try:
         await service.start()
         print(f"stator frontend listening on {service.url}", flush=True)
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, service.request_stop)
+        on_stop_signals(service.request_stop)
         await service.wait()
     finally:
         await service.stop()

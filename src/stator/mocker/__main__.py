@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from stator.errors import ConfigError, StatorError
 from stator.mocker.worker_config import MockerProcessConfig, build_parser, config_from_args
+from stator.runtime.process import event_loop_factory, on_stop_signals
 
 if TYPE_CHECKING:
     from stator.mocker.worker import MockerWorker, WorkerSpec
@@ -36,7 +36,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         spec = worker_spec(config)
     except ConfigError as exc:
         parser.error(str(exc))  # exits 2
-    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+    with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
         return runner.run(run_workers(config, spec))
 
 
@@ -60,7 +60,7 @@ async def run_workers(config: MockerProcessConfig, spec: WorkerSpec) -> int:
     from stator.runtime.runtime import DistributedRuntime
 
     stop = asyncio.Event()
-    _on_signals(stop.set)
+    on_stop_signals(stop.set)
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(stop.wait(), config.startup_time_s)
     if stop.is_set():
@@ -83,20 +83,6 @@ async def run_workers(config: MockerProcessConfig, spec: WorkerSpec) -> int:
     finally:
         await asyncio.gather(*(w.stop(SHUTDOWN_DRAIN_S) for w in workers))
     return 0
-
-
-def _on_signals(callback: Callable[[], None]) -> None:
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, callback)
-
-
-def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop ships with uvicorn[standard] on Linux
-        return None
-    return uvloop.new_event_loop
 
 
 if __name__ == "__main__":

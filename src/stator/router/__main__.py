@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 import sys
 from collections.abc import Sequence
 
@@ -24,6 +23,7 @@ import uvloop
 from stator.errors import ConfigError, StatorError
 from stator.router.standalone import StandaloneRouter, StandaloneRouterConfig, build_parser
 from stator.router.standalone import config_from_args as _config_from_args
+from stator.runtime.process import on_stop_signals
 from stator.runtime.runtime import DistributedRuntime
 
 SHUTDOWN_DRAIN_S = 3.0
@@ -47,9 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 async def serve(config: StandaloneRouterConfig) -> int:
     """Start the runtime and the router, print the ready line, run until SIGINT/SIGTERM."""
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    on_stop_signals(stop.set)
     runtime = await DistributedRuntime.create(config.runtime)
     router: StandaloneRouter | None = None
     try:

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from stator.errors import ConfigError, StatorError
+from stator.runtime.process import event_loop_factory, on_stop_signals
 from stator.vllm.config import VllmWorkerConfig, build_parser, config_from_args, split_args
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -37,7 +37,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"at endpoint {config.endpoint}",
         flush=True,
     )
-    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+    with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
         return runner.run(run(config))
 
 
@@ -52,7 +52,7 @@ async def run(config: VllmWorkerConfig) -> int:
         print(f"stator.vllm: error: {exc}", file=sys.stderr, flush=True)
         return 1
     stop = asyncio.Event()
-    _on_signals(stop.set)
+    on_stop_signals(stop.set)
     card = worker.card
     blocks = card.runtime_config.total_kv_blocks if card else None
     print(
@@ -72,20 +72,6 @@ async def run(config: VllmWorkerConfig) -> int:
     finally:
         await worker.stop()
     return 0
-
-
-def _on_signals(callback: Callable[[], None]) -> None:
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, callback)
-
-
-def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop ships with uvicorn[standard] on Linux
-        return None
-    return uvloop.new_event_loop
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import msgspec
-from msgspec import UNSET
 
 from stator.frontend.generation import Arrival, RequestInfo, RequestRun
 from stator.frontend.metrics import FrontendMetrics
@@ -39,7 +38,7 @@ from stator.frontend.protocol import (
     decode_chat,
     stop_strings,
 )
-from stator.frontend.respond import CollectedChoice, Result, collect, sse_events
+from stator.frontend.respond import CollectedChoice, Result, StreamChunks, collect
 from stator.frontend.tokenizer import Tokenizer
 
 _ENCODER = msgspec.json.Encoder()
@@ -63,38 +62,22 @@ class ChatJob:
 
     def events(self) -> AsyncIterator[bytes]:
         """The response's SSE events, ending with ``data: [DONE]``."""
-        options = self.request.stream_options
-        include_usage = options is not None and options.include_usage
-        continuous = options is not None and options.continuous_usage_stats
-        blank_usage = None if include_usage or continuous else UNSET
-        extra = self.request.nvext.extra_fields if self.request.nvext is not None else None
         started = [False] * len(self.run.choices)
 
-        def chunk(d: ChoiceDelta) -> bytes:
+        def choice(d: ChoiceDelta) -> ChatChunkChoice:
             if not started[d.index]:
                 started[d.index] = True
                 delta = ChatDelta(role="assistant", content=d.text)
             else:
                 delta = ChatDelta(content=d.text) if d.text else ChatDelta()
-            choice = ChatChunkChoice(
+            return ChatChunkChoice(
                 index=d.index,
                 delta=delta,
                 logprobs=self._logprobs(d.logprobs),
                 finish_reason=d.finish_reason,
             )
-            out = self._chunk([choice])
-            out.usage = self.run.usage() if continuous else blank_usage
-            if extra:
-                final = d.finish_reason is not None
-                out.nvext = self.run.nvext(extra, d.index, final=final) or UNSET
-            return _ENCODER.encode(out)
 
-        def usage_chunk() -> bytes:
-            out = self._chunk([])
-            out.usage = self.run.usage()
-            return _ENCODER.encode(out)
-
-        return sse_events(self.run, chunk, usage_chunk if include_usage else None)
+        return StreamChunks(self.request, self.run, self._chunk).events(choice)
 
     async def collect(self) -> Result:
         """The whole response as ``(status, headers, body)``."""

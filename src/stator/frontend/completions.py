@@ -13,7 +13,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import msgspec
-from msgspec import UNSET
 
 from stator.errors import InvalidRequestError
 from stator.frontend.generation import Arrival, RequestInfo, RequestRun
@@ -36,7 +35,7 @@ from stator.frontend.protocol import (
     prompt_kind,
     stop_strings,
 )
-from stator.frontend.respond import CollectedChoice, Result, collect, sse_events
+from stator.frontend.respond import CollectedChoice, Result, StreamChunks, collect
 from stator.frontend.tokenizer import Tokenizer
 from stator.protocols.engine import PreprocessedRequest
 
@@ -64,40 +63,26 @@ class CompletionJob:
         return self.request.stream
 
     def events(self) -> AsyncIterator[bytes]:
-        """The response's SSE events, ending with ``data: [DONE]``."""
-        options = self.request.stream_options
-        include_usage = options is not None and options.include_usage
-        continuous = options is not None and options.continuous_usage_stats
-        blank_usage = None if include_usage or continuous else UNSET
-        extra = self.request.nvext.extra_fields if self.request.nvext is not None else None
+        """The response's SSE events, ending with ``data: [DONE]``; ``echo`` text leads each
+        choice's first chunk."""
         started = [False] * len(self.run.choices)
         offsets = [0] * len(self.run.choices)
 
-        def chunk(d: ChoiceDelta) -> bytes:
+        def choice(d: ChoiceDelta) -> CompletionChoice:
             text = d.text
             if not started[d.index]:
                 started[d.index] = True
                 text = self.echo_texts[d.index] + text
-            choice = CompletionChoice(
+            out = CompletionChoice(
                 index=d.index,
                 text=text,
                 logprobs=self._logprobs(d.logprobs, offsets[d.index] + len(text) - len(d.text)),
                 finish_reason=d.finish_reason,
             )
             offsets[d.index] += len(text)
-            out = self._response([choice])
-            out.usage = self.run.usage() if continuous else blank_usage
-            if extra:
-                final = d.finish_reason is not None
-                out.nvext = self.run.nvext(extra, d.index, final=final) or UNSET
-            return _ENCODER.encode(out)
+            return out
 
-        def usage_chunk() -> bytes:
-            out = self._response([])
-            out.usage = self.run.usage()
-            return _ENCODER.encode(out)
-
-        return sse_events(self.run, chunk, usage_chunk if include_usage else None)
+        return StreamChunks(self.request, self.run, self._response).events(choice)
 
     async def collect(self) -> Result:
         """The whole response as ``(status, headers, body)``."""

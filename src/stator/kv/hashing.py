@@ -10,15 +10,19 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import xxhash
 
 HASH_SEED = 1337
+TokenIds = Sequence[int] | npt.NDArray[np.integer[Any]]
+"""A prompt: a list of token ids, or a numpy integer array (offline replay keeps prompts so)."""
 _PACK_U64_PAIR = struct.Struct("<QQ").pack
 
 
-def local_block_hashes(token_ids: Sequence[int], block_size: int) -> list[int]:
+def local_block_hashes(token_ids: TokenIds, block_size: int) -> list[int]:
     """Local hash of each full block of ``token_ids`` (``len // block_size`` hashes).
 
     Raises:
@@ -48,7 +52,7 @@ def sequence_hashes(local_hashes: Sequence[int]) -> list[int]:
     return out
 
 
-def block_sequence_hashes(token_ids: Sequence[int], block_size: int) -> list[int]:
+def block_sequence_hashes(token_ids: TokenIds, block_size: int) -> list[int]:
     """Sequence hashes of the full blocks of ``token_ids`` (router lookup keys)."""
     return sequence_hashes(local_block_hashes(token_ids, block_size))
 

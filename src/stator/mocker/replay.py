@@ -16,7 +16,6 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import cast
 
 import numpy as np
 
@@ -130,7 +129,7 @@ class ReplaySimulation:
         )
         request_id = f"r{index}"
         # The router reads tokens by index, length and numpy conversion; an array serves.
-        decision = self.router.route(request_id, cast(list[int], tokens), now / 1000.0)
+        decision = self.router.route(request_id, tokens, now / 1000.0)
         worker = decision.worker_id
         self.worker_of[index] = worker
         engine_request = EngineRequest(

@@ -120,7 +120,7 @@ class Sequence:
         self.block_hashes = (
             block_hashes
             if block_hashes is not None
-            else block_sequence_hashes(prompt_ids, block_size)  # type: ignore[arg-type]
+            else block_sequence_hashes(prompt_ids, block_size)
         )
         self.num_output_tokens = 0
         self.num_computed_tokens = 0

@@ -11,6 +11,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 
+from stator.kv.hashing import TokenIds
 from stator.protocols.engine import LLMEngineOutput, PreprocessedRequest
 from stator.protocols.kv_events import KvEventBatch, LoadMetrics
 
@@ -99,7 +100,7 @@ class RouterCore(ABC):
     def route(
         self,
         request_id: str,
-        token_ids: list[int],
+        token_ids: TokenIds,
         now_s: float,
         *,
         pinned_worker_id: int | None = None,

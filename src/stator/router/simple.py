@@ -15,7 +15,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 from stator.errors import InvalidRequestError, NoInstanceError, NotFoundError
-from stator.kv.hashing import block_sequence_hashes
+from stator.kv.hashing import TokenIds, block_sequence_hashes
 from stator.protocols.kv_events import KvEventBatch, LoadMetrics
 from stator.router.base import RouterCore, RoutingDecision
 from stator.router.sequences import DEFAULT_SEQUENCE_TTL_S, ActiveSequences
@@ -87,7 +87,7 @@ class LoadTrackingCore(RouterCore):
     def route(
         self,
         request_id: str,
-        token_ids: list[int],
+        token_ids: TokenIds,
         now_s: float,
         *,
         pinned_worker_id: int | None = None,
